@@ -1,0 +1,60 @@
+"""`tunegate-cluster build|up`: the local test environment from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from tunegate_cluster.cluster import LocalCluster, ensure_binaries
+
+
+def _up(state_dir: Path) -> int:
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda *_: stop.set())
+    state_dir.mkdir(parents=True, exist_ok=True)
+    cluster = LocalCluster(state_dir=state_dir)
+    with cluster as info:
+        env_file = state_dir / "cluster.env"
+        env_file.write_text(
+            "".join(f"export {k}={shlex.quote(v)}\n" for k, v in info.env().items())
+        )
+        env_file.chmod(0o600)
+        print(f"local cluster ready in {cluster.startup_seconds:.1f}s", flush=True)
+        print(f"  kubeconfig:  {info.kubeconfig}")
+        print(f"  S3 endpoint: {info.s3_endpoint} (bucket {info.s3_bucket})")
+        print(f"  logs:        {state_dir / 'logs'}")
+        print(f"use it from another shell:  source {env_file}")
+        print(f"tests reuse it with:        TUNEGATE_CLUSTER={state_dir / 'cluster.json'}")
+        print("Ctrl-C stops every process.", flush=True)
+        while not stop.wait(2):
+            try:
+                cluster.group.check_alive()
+            except RuntimeError as exc:
+                print(exc, file=sys.stderr)
+                return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tunegate-cluster", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("build", help="build or reuse the cached control-plane binaries")
+    up = sub.add_parser("up", help="start the local cluster and keep it running")
+    up.add_argument("--state-dir", type=Path, default=Path(".tunegate/cluster"))
+    args = parser.parse_args(argv)
+    if args.command == "build":
+        started = time.monotonic()
+        print(ensure_binaries())
+        print(f"binaries ready in {time.monotonic() - started:.1f}s", file=sys.stderr)
+        return 0
+    return _up(args.state_dir.resolve())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,204 @@
+"""The whole local test environment: control plane, fake GPU pools, S3, pod runner."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+from types import TracebackType
+
+from tunegate_cluster.control_plane import LOOPBACK, free_port, start_control_plane
+from tunegate_cluster.node_pools import LOCAL_NODE_NAME, MANAGED_BY_KWOK_LABEL, all_node_manifests
+from tunegate_cluster.object_store import start_object_store
+from tunegate_cluster.processes import ProcessGroup, wait_until
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+BUILD_SCRIPT = REPO_ROOT / "tests" / "cluster" / "build.sh"
+# Variables the pod runner hands to pods, so trainer processes find caches and threads.
+READY_JSONPATH = (
+    "jsonpath={range .items[*]}{.status.conditions[?(@.type=='Ready')].status}{'\\n'}{end}"
+)
+RUNNER_PASS_ENV = (
+    "HF_HOME",
+    "HF_HUB_OFFLINE",
+    "TRANSFORMERS_OFFLINE",
+    "TUNEGATE_CACHE",
+    "OMP_NUM_THREADS",
+    "PYTHONPATH",
+)
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    """Everything a test or a user needs to reach the local cluster."""
+
+    kubeconfig: str
+    api_url: str
+    s3_endpoint: str
+    s3_access_key: str
+    s3_secret_key: str
+    s3_bucket: str
+    bin_dir: str
+    state_dir: str
+    local_node: str = LOCAL_NODE_NAME
+
+    def env(self) -> dict[str, str]:
+        return {
+            "KUBECONFIG": self.kubeconfig,
+            "TUNEGATE_S3_ENDPOINT": self.s3_endpoint,
+            "AWS_ACCESS_KEY_ID": self.s3_access_key,
+            "AWS_SECRET_ACCESS_KEY": self.s3_secret_key,
+            "TUNEGATE_S3_BUCKET": self.s3_bucket,
+            "TUNEGATE_BIN_DIR": self.bin_dir,
+            "PATH": f"{self.bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=2))
+        path.chmod(0o600)
+
+    @classmethod
+    def load(cls, path: Path) -> ClusterInfo:
+        return cls(**json.loads(path.read_text()))
+
+
+def ensure_binaries() -> Path:
+    """Build (or reuse from the cache) the pinned control-plane binaries."""
+    result = subprocess.run([str(BUILD_SCRIPT)], check=True, stdout=subprocess.PIPE, text=True)
+    return Path(result.stdout.strip().splitlines()[-1])
+
+
+class LocalCluster:
+    """Context manager; every process it starts is stopped on exit, in reverse order."""
+
+    def __init__(self, *, state_dir: Path | None = None, keep_state: bool = False) -> None:
+        self.state_dir = state_dir or Path(tempfile.mkdtemp(prefix="tunegate-cluster-"))
+        self.keep_state = keep_state or state_dir is not None
+        self.group = ProcessGroup(log_dir=self.state_dir / "logs")
+        self.info: ClusterInfo | None = None
+
+    def __enter__(self) -> ClusterInfo:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self) -> ClusterInfo:
+        started = time.monotonic()
+        bin_dir = ensure_binaries()
+        access = start_control_plane(self.group, bin_dir=bin_dir, state_dir=self.state_dir)
+        kubectl = [str(bin_dir / "kubectl"), f"--kubeconfig={access.kubeconfig}"]
+        self._apply(kubectl, all_node_manifests())
+        self._start_kwok(bin_dir, access.kubeconfig)
+        s3 = start_object_store(self.group, bin_dir=bin_dir, state_dir=self.state_dir)
+        self.group.start(
+            "pod-runner",
+            [
+                sys.executable,
+                "-m",
+                "tunegate_cluster.pod_runner",
+                f"--kubeconfig={access.kubeconfig}",
+                f"--node-name={LOCAL_NODE_NAME}",
+                f"--state-dir={self.state_dir / 'runner'}",
+                f"--pass-env={','.join(RUNNER_PASS_ENV)}",
+            ],
+            env={
+                **os.environ,
+                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            },
+        )
+        wait_until(lambda: self._all_nodes_ready(kubectl), timeout=60, what="all nodes Ready")
+        wait_until(
+            lambda: self._default_service_account(kubectl),
+            timeout=60,
+            what="the default ServiceAccount (controller-manager)",
+        )
+        self.info = ClusterInfo(
+            kubeconfig=str(access.kubeconfig),
+            api_url=access.url,
+            s3_endpoint=s3.endpoint,
+            s3_access_key=s3.access_key,
+            s3_secret_key=s3.secret_key,
+            s3_bucket=s3.bucket,
+            bin_dir=str(bin_dir),
+            state_dir=str(self.state_dir),
+        )
+        self.info.save(self.state_dir / "cluster.json")
+        self.startup_seconds = time.monotonic() - started
+        return self.info
+
+    def _apply(self, kubectl: list[str], manifests: list[dict[str, object]]) -> None:
+        document = json.dumps({"apiVersion": "v1", "kind": "List", "items": manifests})
+        subprocess.run(
+            [*kubectl, "apply", "-f", "-"],
+            input=document,
+            text=True,
+            check=True,
+            capture_output=True,
+        )
+
+    def _start_kwok(self, bin_dir: Path, kubeconfig: Path) -> None:
+        stages = resources.files("tunegate_cluster").joinpath("kwok-stages.yaml").read_text()
+        config_path = self.state_dir / "kwok.yaml"
+        config_path.write_text(stages)
+        self.group.start(
+            "kwok",
+            [
+                str(bin_dir / "kwok"),
+                f"--config={config_path}",
+                f"--kubeconfig={kubeconfig}",
+                f"--manage-nodes-with-label-selector={MANAGED_BY_KWOK_LABEL}=true",
+                f"--server-address={LOOPBACK}:{free_port()}",
+                "--cidr=10.244.0.0/16",
+                f"--node-ip={LOOPBACK}",
+            ],
+        )
+
+    @staticmethod
+    def _all_nodes_ready(kubectl: list[str]) -> bool:
+        out = subprocess.run(
+            [
+                *kubectl,
+                "get",
+                "nodes",
+                "-o",
+                READY_JSONPATH,
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.split()
+        return bool(out) and len(out) == len(all_node_manifests()) and set(out) == {"True"}
+
+    @staticmethod
+    def _default_service_account(kubectl: list[str]) -> bool:
+        return (
+            subprocess.run(
+                [*kubectl, "get", "serviceaccount", "default"], capture_output=True, check=False
+            ).returncode
+            == 0
+        )
+
+    def logs_summary(self) -> str:
+        return self.group.logs_summary()
+
+    def stop(self) -> None:
+        self.group.stop()
+        if not self.keep_state:
+            shutil.rmtree(self.state_dir, ignore_errors=True)

@@ -1,0 +1,142 @@
+"""Child processes that never outlive the harness.
+
+Each child gets its own session (so a terminal Ctrl-C reaches only the harness,
+which then stops children in order) and a parent-death signal (so even a
+SIGKILLed harness leaves no strays).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_PR_SET_PDEATHSIG = 1
+
+
+# Loaded once here: the pre-exec hook runs between fork and exec, where loading
+# a library could deadlock on a lock another thread held at fork time.
+_LIBC = ctypes.CDLL("libc.so.6", use_errno=True)
+
+
+def _die_with_parent() -> None:
+    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def spawn(
+    argv: Sequence[str],
+    *,
+    log_path: Path,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start argv with stdout+stderr appended to log_path."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - one C call, no Python locks
+        )
+
+
+def terminate_group(proc: subprocess.Popen[bytes], *, grace_seconds: float) -> int | None:
+    """SIGTERM the child's process group, SIGKILL it after the grace period."""
+    if proc.poll() is not None:
+        return proc.returncode
+    _signal_group(proc, signal.SIGTERM)
+    try:
+        return proc.wait(timeout=grace_seconds)
+    except subprocess.TimeoutExpired:
+        _signal_group(proc, signal.SIGKILL)
+        return proc.wait(timeout=10)
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+
+
+@dataclass
+class Component:
+    name: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+
+@dataclass
+class ProcessGroup:
+    """Components started in order and stopped in reverse order."""
+
+    log_dir: Path
+    components: list[Component] = field(default_factory=list)
+
+    def start(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> Component:
+        log_path = self.log_dir / f"{name}.log"
+        component = Component(name, spawn(argv, log_path=log_path, env=env, cwd=cwd), log_path)
+        self.components.append(component)
+        return component
+
+    def check_alive(self) -> None:
+        for component in self.components:
+            code = component.proc.poll()
+            if code is not None:
+                raise RuntimeError(
+                    f"{component.name} exited with code {code}; "
+                    f"last log lines:\n{tail(component.log_path)}"
+                )
+
+    def stop(self, *, grace_seconds: float = 10.0) -> None:
+        while self.components:
+            component = self.components.pop()
+            terminate_group(component.proc, grace_seconds=grace_seconds)
+
+    def logs_summary(self, *, lines: int = 40) -> str:
+        return "\n".join(
+            f"===== {c.name} ({c.log_path}) =====\n{tail(c.log_path, lines=lines)}"
+            for c in self.components
+        )
+
+
+def tail(path: Path, *, lines: int = 40) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def wait_until(
+    predicate: Callable[[], object], *, timeout: float, what: str, interval: float = 0.2
+) -> None:
+    """Poll a zero-argument callable until it returns truthy; raise naming `what`."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except Exception as exc:  # readiness probes fail in many ways while starting
+            last_error = exc
+        time.sleep(interval)
+    raise TimeoutError(
+        f"timed out after {timeout:.0f}s waiting for {what} (last error: {last_error})"
+    )

@@ -1,0 +1,83 @@
+"""Session-wide local cluster for tests marked `cluster` (all of integration/ and e2e/).
+
+Set TUNEGATE_CLUSTER=<state-dir>/cluster.json to reuse one started by `make cluster`.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client, config
+
+from tunegate_cluster.cluster import ClusterInfo, LocalCluster
+from tunegate_cluster.object_store import S3Access, s3_client
+
+_running: LocalCluster | None = None
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        parts = Path(str(item.fspath)).parts
+        if "integration" in parts or "e2e" in parts:
+            item.add_marker(pytest.mark.cluster)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if report.failed and _running is not None and item.get_closest_marker("cluster"):
+        report.sections.append(("local cluster logs (tails)", _running.logs_summary()))
+    return report
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[ClusterInfo]:
+    global _running
+    reuse = os.environ.get("TUNEGATE_CLUSTER")
+    if reuse:
+        yield ClusterInfo.load(Path(reuse))
+        return
+    local = LocalCluster()
+    _running = local
+    try:
+        info = local.start()
+        print(f"\nlocal cluster started in {local.startup_seconds:.1f}s")
+        yield info
+    finally:
+        _running = None
+        local.stop()
+
+
+@pytest.fixture(scope="session")
+def kube(cluster: ClusterInfo) -> client.ApiClient:
+    return config.new_client_from_config(config_file=cluster.kubeconfig)
+
+
+@pytest.fixture
+def namespace(kube: client.ApiClient) -> Iterator[str]:
+    """A fresh namespace per test, deleted afterwards (its objects with it)."""
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    core = client.CoreV1Api(kube)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    yield name
+    core.delete_namespace(name)
+
+
+@pytest.fixture(scope="session")
+def s3_access(cluster: ClusterInfo) -> S3Access:
+    return S3Access(
+        endpoint=cluster.s3_endpoint,
+        access_key=cluster.s3_access_key,
+        secret_key=cluster.s3_secret_key,
+        bucket=cluster.s3_bucket,
+    )
+
+
+@pytest.fixture(scope="session")
+def s3(s3_access: S3Access) -> Any:
+    return s3_client(s3_access)
