@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl,
-# kwok and helm from source into a cache directory keyed by a hash of the pins,
+# kwok, helm and the MinIO object store from source into a cache directory keyed by a hash of the pins,
 # and prints that directory. A second run with unchanged pins does nothing.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -11,7 +11,7 @@ source ./versions.env
 cache_root="${TUNEGATE_CACHE:-$HOME/.cache/tunegate}"
 pins_hash="$( { cat go.mod go.sum versions.env build.sh cmd/*/main.go; go env GOVERSION; } | sha256sum | cut -c1-16)"
 out="$cache_root/bin/$pins_hash"
-binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok helm)
+binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok helm minio)
 
 complete() { for b in "${binaries[@]}"; do [[ -x "$out/$b" ]] || return 1; done; }
 if complete; then echo "$out"; exit 0; fi
@@ -50,6 +50,9 @@ install_tool kwok sigs.k8s.io/kwok/cmd/kwok "$KWOK_VERSION" \
   "-X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION"
 install_tool helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" \
   "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+
+install_tool minio github.com/minio/minio "$MINIO_VERSION" \
+  "-X github.com/minio/minio/cmd.Version=$MINIO_VERSION"
 
 echo "control-plane binaries ready in $(( $(date +%s) - start ))s" >&2
 echo "$out"

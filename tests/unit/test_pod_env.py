@@ -65,7 +65,10 @@ def test_literal_secret_configmap_and_field_values() -> None:
 def test_env_from_with_prefix_and_explicit_env_wins() -> None:
     env = resolve(
         {
-            "envFrom": [{"configMapRef": {"name": "settings"}, "prefix": "CFG_"}],
+            "envFrom": [
+                {"configMapRef": {"name": "upper"}, "prefix": "CFG_"},
+                {"configMapRef": {"name": "settings"}, "prefix": "X_"},
+            ],
             "env": [{"name": "CFG_MODE", "value": "slow"}],
         }
     )

@@ -1,0 +1,316 @@
+"""EvalGate (`evg`): a paired, confidence-based comparison of base and candidate
+that promotes the candidate only on a Pass."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, cast
+
+from pydantic import Field
+
+from tunegate_operator.api.common import (
+    LIST_MAP_BY_TYPE,
+    ApiModel,
+    Condition,
+    S3Uri,
+    StorageSpec,
+    Toleration,
+    cel,
+    validated,
+)
+from tunegate_operator.api.finetunejob import MODEL_URI_PATTERN
+
+Role = Literal["target", "retention", "drift", "safety"]
+Metric = Literal["multipleChoiceAccuracy", "exactMatch", "perplexity", "kl", "refusal"]
+Verdict = Literal["Pass", "Fail", "Inconclusive"]
+Phase = Literal[
+    "Pending",
+    "WaitingForCandidate",
+    "Evaluating",
+    "AwaitingApproval",
+    "Promoted",
+    "Held",
+    "Rejected",
+    "Failed",
+]
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
+class FineTuneJobRef(ApiModel):
+    """A FineTuneJob in the same namespace."""
+
+    name: str = Field(pattern=NAME_PATTERN, max_length=253)
+    """Its name; the gate waits until it Succeeded."""
+
+
+class BaseModelRef(ApiModel):
+    """The base model an external adapter was trained on."""
+
+    uri: str = Field(pattern=MODEL_URI_PATTERN, max_length=1024)
+    """s3://bucket/prefix or hf://org/name of the base checkpoint."""
+
+
+class CandidateSpec(ApiModel):
+    """What is evaluated: a FineTuneJob's adapter, or an adapter URI with its base model."""
+
+    model_config = validated(
+        cel(
+            "has(self.fineTuneJobRef) != has(self.adapterUri)",
+            "set exactly one of fineTuneJobRef or adapterUri",
+        ),
+        cel(
+            "!has(self.adapterUri) || has(self.baseModel)",
+            "adapterUri needs baseModel",
+            field_path=".baseModel",
+        ),
+        cel(
+            "!has(self.fineTuneJobRef) || !has(self.baseModel)",
+            "baseModel comes from the FineTuneJob; set it only with adapterUri",
+            field_path=".baseModel",
+        ),
+    )
+
+    fine_tune_job_ref: FineTuneJobRef | None = None
+    """Evaluate this FineTuneJob's adapter against its base model."""
+    adapter_uri: S3Uri | None = None
+    """Evaluate an adapter already in S3 (needs baseModel)."""
+    base_model: BaseModelRef | None = None
+    """Base model of adapterUri."""
+
+
+_THRESHOLD_BY_ROLE = {
+    "minImprovement": ["target"],
+    "maxRegression": ["retention", "safety"],
+    "maxKL": ["drift"],
+}
+_METRICS_BY_ROLE = {
+    "target": ["multipleChoiceAccuracy", "exactMatch", "perplexity"],
+    "retention": ["multipleChoiceAccuracy", "exactMatch", "perplexity"],
+    "drift": ["kl"],
+    "safety": ["refusal"],
+}
+
+
+def _suite_rules() -> list[dict[str, str]]:
+    rules: list[dict[str, str]] = []
+    for threshold, roles in _THRESHOLD_BY_ROLE.items():
+        role_list = ", ".join(f"'{r}'" for r in roles)
+        rules.append(
+            cel(
+                f"!(self.role in [{role_list}]) || has(self.{threshold})",
+                f"a {' or '.join(roles)} suite needs {threshold}",
+                field_path=f".{threshold}",
+            )
+        )
+        rules.append(
+            cel(
+                f"!has(self.{threshold}) || self.role in [{role_list}]",
+                f"{threshold} applies only to role {' or '.join(roles)}",
+                field_path=f".{threshold}",
+            )
+        )
+    for role, metrics in _METRICS_BY_ROLE.items():
+        metric_list = ", ".join(f"'{m}'" for m in metrics)
+        rules.append(
+            cel(
+                f"self.role != '{role}' || self.metric in [{metric_list}]",
+                f"role {role} takes metric {' or '.join(metrics)}",
+                field_path=".metric",
+            )
+        )
+    return rules
+
+
+class SuiteSpec(ApiModel):
+    """One evaluation suite; its role decides which threshold it needs."""
+
+    model_config = validated(*_suite_rules())
+
+    name: str = Field(pattern=NAME_PATTERN, max_length=63)
+    """Unique name within the gate."""
+    role: Role
+    """target: must improve by minImprovement; retention: general capability must not drop
+    by more than maxRegression; drift: mean per-token KL(base || candidate) must stay under
+    maxKL; safety: refusal on harmful prompts must not drop, and over-refusal on benign
+    prompts must not rise, by more than maxRegression."""
+    dataset: S3Uri
+    """JSONL items of the suite."""
+    metric: Metric
+    """multipleChoiceAccuracy (log-likelihood), exactMatch (greedy generation), perplexity
+    (lower is better), kl (drift) or refusal (safety)."""
+    min_improvement: float | None = Field(default=None, ge=-1, le=1)
+    """target: the delta's whole interval must be at least this (absolute, in metric units;
+    for perplexity, a decrease)."""
+    max_regression: float | None = Field(default=None, ge=0, le=1)
+    """retention/safety: the largest tolerated drop (absolute)."""
+    max_kl: float | None = Field(default=None, gt=0, alias="maxKL")
+    """drift: the largest tolerated mean per-token KL(base || candidate), nats."""
+    max_items: int | None = Field(default=None, ge=1)
+    """Evaluate only the first N items (faster, wider intervals)."""
+    max_new_tokens: int = Field(default=64, ge=1, le=4096)
+    """Generation length for exactMatch and refusal."""
+
+
+class PromotionSpec(ApiModel):
+    """Where a passing adapter is promoted, and who decides."""
+
+    mode: Literal["auto", "manual"] = "manual"
+    """auto: promote on Pass; manual: wait for the annotation tunegate.dev/approve=true."""
+    uri: S3Uri
+    """S3 prefix serving reads; the previous version is kept in its history manifest."""
+    config_map: str | None = Field(default=None, pattern=NAME_PATTERN, max_length=253)
+    """ConfigMap (same namespace) updated with the promoted adapter's URI and digest."""
+
+
+class ReevaluateSpec(ApiModel):
+    """Re-run the gate on the promoted adapter on a schedule."""
+
+    schedule: str = Field(pattern=r"^(@(hourly|daily|weekly|monthly)|(\S+\s+){4}\S+)$")
+    """Cron schedule (5 fields) or @hourly/@daily/@weekly/@monthly."""
+    rollback_on_fail: bool = False
+    """Restore the previously promoted version when a re-evaluation Fails."""
+
+
+class EvalResources(ApiModel):
+    """Where the evaluation pod runs."""
+
+    gpus: int = Field(default=1, ge=0, le=16)
+    """nvidia.com/gpu for the eval pod; 0 evaluates on CPU."""
+    node_selector: dict[str, str] = Field(default={})
+    """Labels of the pool to run on."""
+    tolerations: list[Toleration] = Field(default=[], max_length=32)
+    """Extra tolerations."""
+    priority_class_name: str | None = None
+    """PriorityClass of the eval pod."""
+
+
+class EvalGateSpec(ApiModel):
+    """Which candidate, judged by which suites, at what confidence."""
+
+    model_config = validated(
+        cel(
+            "self.suites.exists(s, s.role == 'target')",
+            "at least one suite must have role target",
+            field_path=".suites",
+        )
+    )
+
+    candidate: CandidateSpec
+    """The candidate adapter."""
+    suites: list[SuiteSpec] = Field(
+        min_length=1,
+        max_length=32,
+        json_schema_extra=cast(
+            Any, {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]}
+        ),
+    )
+    """Evaluation suites; names are unique."""
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+    """Confidence of the paired intervals, in (0.5, 1)."""
+    bootstrap_samples: int = Field(default=2000, ge=100, le=100_000)
+    """Paired bootstrap resamples per suite."""
+    on_inconclusive: Literal["hold", "fail"] = "hold"
+    """hold: keep the current version and say so; fail: treat as Fail."""
+    promotion: PromotionSpec | None = None
+    """Promote on Pass; omit to only report."""
+    reevaluate: ReevaluateSpec | None = None
+    """Scheduled re-evaluation of the promoted adapter."""
+    resources: EvalResources = Field(default=EvalResources())
+    """Placement of the eval pod."""
+    image: str | None = None
+    """Trainer image running `eval`; empty uses the operator's default."""
+    storage: StorageSpec = Field(default=StorageSpec())
+    """S3 endpoint and credentials."""
+
+
+class Interval(ApiModel):
+    """A confidence interval."""
+
+    low: float
+    """Lower bound."""
+    high: float
+    """Upper bound."""
+
+
+class SuiteResult(ApiModel):
+    """One suite's paired comparison."""
+
+    suite: str
+    """Suite name."""
+    role: Role
+    """Suite role."""
+    metric: Metric
+    """Metric compared."""
+    base: float | None = None
+    """Base model score."""
+    candidate: float | None = None
+    """Candidate score."""
+    delta: float | None = None
+    """candidate - base (for kl: the KL itself)."""
+    interval: Interval | None = None
+    """Interval of delta at spec.confidence."""
+    threshold: float | None = None
+    """The margin the interval was compared with."""
+    verdict: Verdict | None = None
+    """Pass, Fail or Inconclusive."""
+    items: int | None = None
+    """Items evaluated."""
+
+
+class Decision(ApiModel):
+    """The gate's overall outcome."""
+
+    verdict: Literal["Pass", "Fail", "Inconclusive", "Error"]
+    """The worst suite's verdict, or Error."""
+    reason: str = ""
+    """Why, in a sentence."""
+    decided_at: str | None = None
+    """When (RFC 3339)."""
+
+
+class Summary(ApiModel):
+    """Headline numbers for `kubectl get evalgate`."""
+
+    target_delta: float | None = None
+    """Delta of the first target suite."""
+    retention_delta: float | None = None
+    """Delta of the first retention suite."""
+    kl: float | None = None
+    """KL of the first drift suite."""
+
+
+class PromotedStatus(ApiModel):
+    """What is currently promoted."""
+
+    uri: str | None = None
+    """Promoted adapter location."""
+    sha256: str | None = None
+    """Its digest."""
+    previous: str | None = None
+    """The version it replaced."""
+    at: str | None = None
+    """When (RFC 3339)."""
+
+
+class EvalGateStatus(ApiModel):
+    """Observed state, written only by the operator."""
+
+    phase: Phase | None = None
+    """Pending, WaitingForCandidate, Evaluating, AwaitingApproval, Promoted, Held, Rejected or
+    Failed."""
+    observed_generation: int | None = None
+    """The .metadata.generation this status reflects."""
+    conditions: list[Condition] = Field(
+        default=[],
+        json_schema_extra=LIST_MAP_BY_TYPE,
+    )
+    """Standard conditions."""
+    results: list[SuiteResult] = Field(default=[])
+    """Per-suite comparison."""
+    decision: Decision | None = None
+    """Overall verdict and reason."""
+    summary: Summary | None = None
+    """Headline deltas."""
+    promoted: PromotedStatus | None = None
+    """Promotion record."""
+    report: str | None = None
+    """URI of the HTML report."""
