@@ -37,28 +37,28 @@ EVG: dict[str, Any] = {
             {
                 "name": "task",
                 "role": "target",
-                "dataset": "s3://d/t.jsonl",
+                "dataset": "s3://data/t.jsonl",
                 "metric": "multipleChoiceAccuracy",
                 "minImprovement": 0.05,
             },
             {
                 "name": "general",
                 "role": "retention",
-                "dataset": "s3://d/g.jsonl",
+                "dataset": "s3://data/g.jsonl",
                 "metric": "multipleChoiceAccuracy",
                 "maxRegression": 0.02,
             },
             {
                 "name": "drift",
                 "role": "drift",
-                "dataset": "s3://d/r.jsonl",
+                "dataset": "s3://data/r.jsonl",
                 "metric": "kl",
                 "maxKL": 0.2,
             },
             {
                 "name": "safety",
                 "role": "safety",
-                "dataset": "s3://d/s.jsonl",
+                "dataset": "s3://data/s.jsonl",
                 "metric": "refusal",
                 "maxRegression": 0.0,
             },
@@ -135,13 +135,13 @@ INVALID: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
     (
         "replay-ratio-one",
         FTJ,
-        {"spec.replay": {"dataset": "s3://d/r.jsonl", "ratio": 1.0}},
+        {"spec.replay": {"dataset": "s3://data/r.jsonl", "ratio": 1.0}},
         "spec.replay.ratio",
     ),
     (
         "replay-ratio-negative",
         FTJ,
-        {"spec.replay": {"dataset": "s3://d/r.jsonl", "ratio": -0.1}},
+        {"spec.replay": {"dataset": "s3://data/r.jsonl", "ratio": -0.1}},
         "spec.replay.ratio",
     ),
     (
@@ -210,7 +210,7 @@ INVALID: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
             "spec.suites.0": {
                 "name": "more",
                 "role": "retention",
-                "dataset": "s3://d/m.jsonl",
+                "dataset": "s3://data/m.jsonl",
                 "metric": "exactMatch",
                 "maxRegression": 0.1,
             }

@@ -91,11 +91,8 @@ def _convert(node: dict[str, Any], definitions: dict[str, Any], *, path: str) ->
             out[plain] = node[bound]
             out[bound] = True
     if node.get("default") is not None:
-        # An object defaults to {} and its properties' own defaults fill it in, so the
-        # default never carries nulls for unset optional fields.
-        out["default"] = (
-            {} if isinstance(node["default"], dict) and "properties" in node else node["default"]
-        )
+        # Unset optionals are absent, never null, in Kubernetes defaults.
+        out["default"] = _without_nulls(node["default"])
     if out.get("type") == "object" or "properties" in node:
         out["type"] = "object"
         properties = node.get("properties", {})
@@ -132,6 +129,14 @@ def _convert(node: dict[str, Any], definitions: dict[str, Any], *, path: str) ->
     if unknown:
         raise SchemaError(f"{path}: unsupported schema keys {sorted(unknown)}")
     return out
+
+
+def _without_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
 
 
 def undocumented_fields(schema: dict[str, Any], *, path: str = "") -> list[str]:

@@ -1,0 +1,278 @@
+"""Manifests of a FineTuneJob's children: audit Job, training Job(s), headless Service.
+
+Pure functions of the spec, the run's identity and the operator settings.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from tunegate_operator.api.common import API_VERSION
+from tunegate_operator.api.finetunejob import FineTuneJobSpec
+from tunegate_operator.builders.trainer_config import (
+    RunRef,
+    credentials_secret,
+    trainer_config,
+)
+from tunegate_operator.settings import Settings
+
+GPU = "nvidia.com/gpu"
+FTJ_LABEL = "tunegate.dev/finetunejob"
+COMPONENT_LABEL = "tunegate.dev/component"
+ATTEMPT_LABEL = "tunegate.dev/attempt"
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+CONFIG_ENV = "TUNEGATE_TRAINER_CONFIG"
+CHECKPOINT_GRACE_SECONDS = 120
+GPU_TOLERATION = {"key": GPU, "operator": "Exists", "effect": "NoSchedule"}
+
+
+@dataclass(frozen=True)
+class Names:
+    ftj: str
+
+    @property
+    def audit_job(self) -> str:
+        return f"{self.ftj}-audit"
+
+    def train_job(self, attempt: int) -> str:
+        return f"{self.ftj}-train-{attempt}"
+
+    @property
+    def service(self) -> str:
+        return f"{self.ftj}-train"
+
+
+def owner_reference(run: RunRef) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "FineTuneJob",
+        "name": run.name,
+        "uid": run.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _labels(run: RunRef, component: str, attempt: int | None = None) -> dict[str, str]:
+    labels = {
+        "app.kubernetes.io/managed-by": "tunegate",
+        "app.kubernetes.io/part-of": "tunegate",
+        FTJ_LABEL: run.name,
+        COMPONENT_LABEL: component,
+    }
+    if attempt is not None:
+        labels[ATTEMPT_LABEL] = str(attempt)
+    return labels
+
+
+def _credential_env(secret: str | None) -> list[dict[str, Any]]:
+    """S3 credentials only by reference: the value never enters a manifest."""
+    if not secret:
+        return []
+    return [
+        {"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+    ]
+
+
+def _config_env(
+    spec: FineTuneJobSpec, run: RunRef, attempt: int, settings: Settings
+) -> dict[str, str]:
+    document = trainer_config(spec, run=run, attempt=attempt, settings=settings)
+    return {"name": CONFIG_ENV, "value": json.dumps(document, sort_keys=True)}
+
+
+def _job(
+    *,
+    name: str,
+    run: RunRef,
+    labels: dict[str, str],
+    pod_spec: dict[str, Any],
+    job_spec: dict[str, Any],
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": run.namespace,
+            "labels": labels,
+            "ownerReferences": [owner_reference(run)],
+        },
+        "spec": {
+            **job_spec,
+            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+        },
+    }
+
+
+def audit_job(spec: FineTuneJobSpec, *, run: RunRef, settings: Settings) -> dict[str, Any]:
+    """CPU only: no GPU is held while the data is audited."""
+    labels = _labels(run, "audit")
+    container = {
+        "name": "audit",
+        "image": spec.image or settings.trainer_image,
+        "command": [settings.trainer_python, "-m", "tunegate_trainer", "audit"],
+        "env": [
+            _config_env(spec, run, 1, settings),
+            *_credential_env(credentials_secret(spec, settings)),
+        ],
+        "resources": {
+            "requests": {"cpu": settings.audit_cpu, "memory": settings.audit_memory},
+        },
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "containers": [container],
+        "nodeSelector": dict(settings.audit_placement.node_selector),
+        "tolerations": list(settings.audit_placement.tolerations),
+    }
+    if settings.service_account:
+        pod_spec["serviceAccountName"] = settings.service_account
+    return _job(
+        name=Names(run.name).audit_job,
+        run=run,
+        labels=labels,
+        pod_spec=pod_spec,
+        job_spec={"backoffLimit": 2},
+    )
+
+
+def _rendezvous_env(
+    spec: FineTuneJobSpec, run: RunRef, attempt: int, settings: Settings
+) -> list[dict[str, Any]]:
+    names = Names(run.name)
+    nodes = spec.resources.nodes
+    master = f"{names.train_job(attempt)}-0.{names.service}.{run.namespace}.svc"
+    index_path = f"metadata.annotations['{COMPLETION_INDEX_ANNOTATION}']"
+    node_rank: dict[str, Any] = (
+        {"name": "NODE_RANK", "valueFrom": {"fieldRef": {"fieldPath": index_path}}}
+        if nodes > 1
+        else {"name": "NODE_RANK", "value": "0"}
+    )
+    return [
+        {"name": "MASTER_ADDR", "value": master if nodes > 1 else "127.0.0.1"},
+        {"name": "MASTER_PORT", "value": str(settings.master_port)},
+        {"name": "NNODES", "value": str(nodes)},
+        {"name": "NPROC_PER_NODE", "value": str(max(spec.resources.gpus_per_node, 1))},
+        {"name": "WORLD_SIZE", "value": str(nodes * max(spec.resources.gpus_per_node, 1))},
+        node_rank,
+    ]
+
+
+def _train_command(spec: FineTuneJobSpec, settings: Settings) -> list[str]:
+    processes = spec.resources.nodes * max(spec.resources.gpus_per_node, 1)
+    if processes == 1:
+        return [settings.trainer_python, "-m", "tunegate_trainer", "train"]
+    return [
+        settings.trainer_python,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes=$(NNODES)",
+        "--nproc-per-node=$(NPROC_PER_NODE)",
+        "--node-rank=$(NODE_RANK)",
+        "--master-addr=$(MASTER_ADDR)",
+        "--master-port=$(MASTER_PORT)",
+        "-m",
+        "tunegate_trainer",
+        "train",
+    ]
+
+
+def training_job(
+    spec: FineTuneJobSpec,
+    *,
+    run: RunRef,
+    attempt: int,
+    settings: Settings,
+    active_deadline_seconds: int | None,
+    suspend: bool,
+) -> dict[str, Any]:
+    """One attempt. Any pod failure fails the attempt (backoffLimit 0), so the operator
+    restarts the whole group and every rank resumes from the same checkpoint."""
+    names = Names(run.name)
+    labels = _labels(run, "train", attempt)
+    resources: dict[str, Any] = {}
+    gpus = spec.resources.gpus_per_node
+    if gpus:
+        resources["limits"] = {GPU: str(gpus)}
+    requests = {
+        key: value
+        for key, value in (("cpu", spec.resources.cpu), ("memory", spec.resources.memory))
+        if value
+    }
+    if requests:
+        resources["requests"] = requests
+    env = [
+        _config_env(spec, run, attempt, settings),
+        *_rendezvous_env(spec, run, attempt, settings),
+        *_credential_env(credentials_secret(spec, settings)),
+    ]
+    container = {
+        "name": "train",
+        "image": spec.image or settings.trainer_image,
+        "command": _train_command(spec, settings),
+        "env": env,
+        "resources": resources,
+        "ports": [{"name": "rendezvous", "containerPort": settings.master_port}],
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    tolerations = [
+        t.model_dump(by_alias=True, exclude_none=True) for t in spec.resources.tolerations
+    ]
+    if gpus:
+        tolerations.append(dict(GPU_TOLERATION))
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "containers": [container],
+        "nodeSelector": dict(spec.resources.node_selector),
+        "tolerations": tolerations,
+        # Time to write a checkpoint on SIGTERM (suspend, deadline, preemption).
+        "terminationGracePeriodSeconds": CHECKPOINT_GRACE_SECONDS,
+    }
+    if spec.resources.nodes > 1:
+        pod_spec["subdomain"] = names.service
+    if spec.resources.priority_class_name:
+        pod_spec["priorityClassName"] = spec.resources.priority_class_name
+    if settings.service_account:
+        pod_spec["serviceAccountName"] = settings.service_account
+    if spec.resources.queue_name:
+        labels = {**labels, KUEUE_QUEUE_LABEL: spec.resources.queue_name}
+    job_spec: dict[str, Any] = {
+        "backoffLimit": 0,
+        "completions": spec.resources.nodes,
+        "parallelism": spec.resources.nodes,
+        # Kueue admits a queued Job by unsuspending it.
+        "suspend": suspend or bool(spec.resources.queue_name),
+    }
+    if spec.resources.nodes > 1:
+        job_spec["completionMode"] = "Indexed"
+    if active_deadline_seconds is not None:
+        job_spec["activeDeadlineSeconds"] = max(active_deadline_seconds, 1)
+    return _job(
+        name=names.train_job(attempt), run=run, labels=labels, pod_spec=pod_spec, job_spec=job_spec
+    )
+
+
+def headless_service(spec: FineTuneJobSpec, *, run: RunRef, settings: Settings) -> dict[str, Any]:
+    """Stable DNS names `<job>-<index>.<service>` for torchrun's rendezvous."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": Names(run.name).service,
+            "namespace": run.namespace,
+            "labels": _labels(run, "train"),
+            "ownerReferences": [owner_reference(run)],
+        },
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": {FTJ_LABEL: run.name, COMPONENT_LABEL: "train"},
+            "ports": [{"name": "rendezvous", "port": settings.master_port}],
+        },
+    }

@@ -1,0 +1,139 @@
+"""The trainer config a FineTuneJob implies (pure). The trainer validates it with
+its own model; tests/unit/test_contract.py keeps both sides in step."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from tunegate_operator.api.finetunejob import FineTuneJobSpec
+from tunegate_operator.api.finetunejob import LoraSpec as ApiLora
+from tunegate_operator.settings import Settings
+
+
+@dataclass(frozen=True)
+class RunRef:
+    namespace: str
+    name: str
+    uid: str
+
+
+@dataclass(frozen=True)
+class OutputLayout:
+    """Where a run's artefacts live under spec.output.uri."""
+
+    root: str
+
+    @classmethod
+    def under(cls, uri: str) -> OutputLayout:
+        return cls(uri.rstrip("/"))
+
+    @property
+    def checkpoints(self) -> str:
+        return f"{self.root}/checkpoints"
+
+    @property
+    def adapter(self) -> str:
+        return f"{self.root}/adapter"
+
+    @property
+    def manifest(self) -> str:
+        return f"{self.root}/manifest.json"
+
+    @property
+    def progress(self) -> str:
+        return f"{self.root}/progress.json"
+
+    @property
+    def audit_report(self) -> str:
+        return f"{self.root}/audit/report.json"
+
+    @property
+    def loss_curve(self) -> str:
+        return f"{self.root}/loss.png"
+
+
+def storage_endpoint(spec: FineTuneJobSpec, settings: Settings) -> str | None:
+    return spec.storage.endpoint or settings.s3_endpoint
+
+
+def credentials_secret(spec: FineTuneJobSpec, settings: Settings) -> str | None:
+    return spec.storage.credentials_secret or settings.credentials_secret
+
+
+def trainer_config(
+    spec: FineTuneJobSpec, *, run: RunRef, attempt: int, settings: Settings
+) -> dict[str, Any]:
+    layout = OutputLayout.under(spec.output.uri)
+    lora = spec.lora or (ApiLora() if spec.method in ("lora", "qlora") else None)
+    data: dict[str, Any] = {
+        "train": spec.dataset.train,
+        "validation": spec.dataset.validation,
+        "validation_split": spec.dataset.validation_split,
+        "format": spec.dataset.format,
+        "on_malformed_row": spec.dataset.on_malformed_row,
+        "replay": (
+            {"dataset": spec.replay.dataset, "ratio": spec.replay.ratio} if spec.replay else None
+        ),
+    }
+    if spec.dataset.fields:
+        data["fields"] = spec.dataset.fields.model_dump()
+    t = spec.training
+    return {
+        "version": 1,
+        "run": {"namespace": run.namespace, "name": run.name, "uid": run.uid, "attempt": attempt},
+        "model": {"uri": spec.model.uri, "revision": spec.model.revision},
+        "data": data,
+        "method": spec.method,
+        "lora": (
+            {
+                "rank": lora.rank,
+                "alpha": lora.alpha,
+                "dropout": lora.dropout,
+                "target_modules": list(lora.target_modules),
+            }
+            if lora
+            else None
+        ),
+        "training": {
+            "epochs": t.epochs,
+            "max_steps": t.max_steps,
+            "learning_rate": t.learning_rate,
+            "batch_size": t.batch_size,
+            "gradient_accumulation": t.gradient_accumulation,
+            "max_seq_length": t.max_seq_length,
+            "seed": t.seed,
+            "precision": t.precision,
+            "gradient_checkpointing": t.gradient_checkpointing,
+            "warmup_ratio": t.warmup_ratio,
+            "checkpoint_every": t.checkpoint_every,
+        },
+        "deepspeed": (
+            {
+                "zero_stage": spec.deepspeed.zero_stage,
+                "offload_optimizer": spec.deepspeed.offload_optimizer,
+            }
+            if spec.deepspeed
+            else None
+        ),
+        "audit": {
+            "mode": spec.audit.mode,
+            "max_duplicate_fraction": spec.audit.max_duplicate_fraction,
+            "max_pii_fraction": spec.audit.max_pii_fraction,
+            "contamination_sets": list(spec.audit.contamination_sets),
+            "max_contamination_fraction": spec.audit.max_contamination_fraction,
+            "block_triggers": spec.audit.block_triggers,
+        },
+        "artifacts": {
+            "checkpoints": layout.checkpoints,
+            "adapter": layout.adapter,
+            "manifest": layout.manifest,
+            "progress": layout.progress,
+            "audit_report": layout.audit_report,
+            "loss_curve": layout.loss_curve,
+        },
+        "storage": {
+            "endpoint": storage_endpoint(spec, settings),
+            "region": spec.storage.region,
+        },
+    }

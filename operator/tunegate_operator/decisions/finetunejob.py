@@ -1,0 +1,474 @@
+"""The FineTuneJob state machine (pure): observed world in, desired status and
+actions out. Level-triggered: the same observations always give the same
+decision, and every action is safe to repeat (children have fixed names)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from tunegate_operator.api.finetunejob import FineTuneJobSpec
+from tunegate_operator.decisions.conditions import Cond
+from tunegate_operator.decisions.preflight import PreflightResult, estimate_status
+
+Phase = Literal["Pending", "Auditing", "Training", "Succeeded", "Failed", "Suspended"]
+TERMINAL: tuple[Phase, ...] = ("Succeeded", "Failed")
+
+
+@dataclass(frozen=True)
+class JobView:
+    """What the operator needs to know about one child Job."""
+
+    name: str
+    active: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    suspended: bool = False
+    finished: Literal["Complete", "Failed"] | None = None
+    reason: str = ""
+    message: str = ""
+    completion_time: datetime | None = None
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    verdict: Literal["Passed", "Warned", "Failed"]
+    findings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ManifestSummary:
+    uri: str
+    sha256: str
+    size_bytes: int
+    trainable_parameters: int
+    final_loss: float | None = None
+
+
+@dataclass(frozen=True)
+class Observed:
+    now: datetime
+    generation: int
+    status: Mapping[str, Any]
+    preflight: PreflightResult | None = None
+    audit_job: JobView | None = None
+    audit_report: AuditReport | None = None
+    train_jobs: Mapping[int, JobView] = field(default_factory=dict)
+    manifest: ManifestSummary | None = None
+    manifest_error: str | None = None
+    progress: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class CreateAuditJob:
+    pass
+
+
+@dataclass(frozen=True)
+class CreateTrainingJob:
+    attempt: int
+    active_deadline_seconds: int | None
+    suspend: bool
+
+
+@dataclass(frozen=True)
+class SetJobSuspended:
+    name: str
+    suspend: bool
+
+
+@dataclass(frozen=True)
+class DeleteChildren:
+    pass
+
+
+Action = CreateAuditJob | CreateTrainingJob | SetJobSuspended | DeleteChildren
+
+
+@dataclass(frozen=True)
+class Event:
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    phase: Phase
+    conditions: tuple[Cond, ...]
+    status: Mapping[str, Any]  # fields besides phase and conditions
+    actions: tuple[Action, ...] = ()
+    events: tuple[Event, ...] = ()
+    requeue_after: float | None = None
+
+
+def _parse_time(value: object) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def retry_delay(attempt: int, *, base: float, cap: float) -> float:
+    """Exponential backoff before attempt+1, after `attempt` failed."""
+    return float(min(cap, base * 2 ** (attempt - 1)))
+
+
+def progress_status(progress: Mapping[str, Any]) -> dict[str, Any]:
+    step = int(progress.get("step", 0))
+    total = progress.get("total_steps")
+    out: dict[str, Any] = {"step": step}
+    if total:
+        out["totalSteps"] = int(total)
+        out["percent"] = min(100, int(100 * step / int(total)))
+    for source, target in (
+        ("epoch", "epoch"),
+        ("loss", "loss"),
+        ("tokens_per_second", "tokensPerSecond"),
+    ):
+        if isinstance(progress.get(source), int | float):
+            out[target] = round(float(progress[source]), 4)
+    if isinstance(progress.get("eta_seconds"), int | float):
+        out["etaSeconds"] = int(progress["eta_seconds"])
+    if progress.get("updated_at"):
+        out["updatedAt"] = str(progress["updated_at"])
+    return out
+
+
+def _fail(reason: str, message: str, field_status: dict[str, Any], now: datetime) -> Decision:
+    return Decision(
+        phase="Failed",
+        conditions=(
+            Cond("Failed", "True", reason, message),
+            Cond("Complete", "False", reason, message),
+            Cond("Training", "False", reason, ""),
+        ),
+        status={**field_status, "completionTime": now.strftime("%Y-%m-%dT%H:%M:%SZ")},
+        events=(Event("Warning", reason, message),),
+    )
+
+
+def decide(
+    spec: FineTuneJobSpec, observed: Observed, *, retry_base: float = 10.0, retry_cap: float = 300.0
+) -> Decision:
+    status = observed.status
+    now = observed.now
+    phase: str | None = status.get("phase")
+    gpus = spec.resources.nodes * spec.resources.gpus_per_node
+    base_status: dict[str, Any] = {"gpus": gpus}
+
+    if phase in TERMINAL:
+        return _terminal(spec, observed, phase)
+
+    if observed.manifest is not None:
+        return _succeeded(spec, observed, observed.manifest, base_status)
+    if observed.manifest_error:
+        return _fail("ManifestInvalid", observed.manifest_error, base_status, now)
+
+    attempts = max(observed.train_jobs, default=0)
+    latest = observed.train_jobs.get(attempts)
+    start = _parse_time(status.get("startTime"))
+    deadline = spec.run_policy.active_deadline_seconds
+    if latest and latest.finished == "Failed" and latest.reason == "DeadlineExceeded":
+        return _fail(
+            "DeadlineExceeded",
+            f"spec.runPolicy.activeDeadlineSeconds ({deadline}s) passed during attempt {attempts}",
+            {**base_status, "attempts": attempts},
+            now,
+        )
+    if deadline and start and now - start >= timedelta(seconds=deadline):
+        return _fail(
+            "DeadlineExceeded",
+            f"spec.runPolicy.activeDeadlineSeconds ({deadline}s) passed",
+            {**base_status, "attempts": attempts},
+            now,
+        )
+
+    if spec.run_policy.suspend:
+        return _suspended(latest, attempts, phase, base_status)
+
+    # Before anything runs: references, placement and memory.
+    if observed.audit_job is None and not observed.train_jobs and observed.preflight:
+        stop = _waiting_or_failed(observed.preflight, observed, base_status)
+        if stop is not None:
+            return stop
+
+    validated = Cond("Validated", "True", "Checked", "references, placement and GPU memory checked")
+    audited = _audit_state(spec, observed)
+    if isinstance(audited, Decision):
+        return Decision(
+            phase=audited.phase,
+            conditions=(validated, *audited.conditions),
+            status={**base_status, **audited.status},
+            actions=audited.actions,
+            events=audited.events if phase != audited.phase or audited.phase == "Failed" else (),
+            requeue_after=audited.requeue_after,
+        )
+    audit_cond, audit_status = audited
+    base_status["audit"] = audit_status
+    conditions = (validated, audit_cond)
+
+    if latest is None:
+        return _start_attempt(
+            spec, observed, 1, base_status=base_status, conditions=conditions, start=start
+        )
+    if latest.finished is None:
+        actions = []
+        if latest.suspended and not spec.resources.queue_name:
+            actions.append(SetJobSuspended(latest.name, False))
+        running = dict(base_status, attempts=attempts)
+        if observed.progress:
+            running["progress"] = progress_status(observed.progress)
+        return Decision(
+            phase="Training",
+            conditions=(
+                *conditions,
+                Cond("Training", "True", "Running", f"attempt {attempts} is running"),
+                Cond("Suspended", "False", "Running", ""),
+            ),
+            status=running,
+            actions=tuple(actions),
+            events=(Event("Normal", "Resumed", "training resumed"),)
+            if phase == "Suspended"
+            else (),
+        )
+    # The latest attempt ended without a manifest: it failed.
+    why = latest.message or latest.reason or "the trainer exited without writing manifest.json"
+    if attempts > spec.run_policy.backoff_limit:
+        return _fail(
+            "BackoffLimitExceeded",
+            f"attempt {attempts} failed and spec.runPolicy.backoffLimit "
+            f"({spec.run_policy.backoff_limit}) is used up: {why}",
+            {**base_status, "attempts": attempts},
+            now,
+        )
+    finished_at = latest.completion_time or now
+    delay = retry_delay(attempts, base=retry_base, cap=retry_cap)
+    due = finished_at + timedelta(seconds=delay)
+    if now < due:
+        message = (
+            f"attempt {attempts} failed: {why}; attempt {attempts + 1} starts in "
+            f"{(due - now).total_seconds():.0f}s from the latest checkpoint"
+        )
+        return Decision(
+            phase="Training",
+            conditions=(*conditions, Cond("Training", "False", "Retrying", message)),
+            status={**base_status, "attempts": attempts},
+            events=(Event("Warning", "AttemptFailed", message),)
+            if _condition_reason(status, "Training") != "Retrying"
+            else (),
+            requeue_after=(due - now).total_seconds(),
+        )
+    return _start_attempt(
+        spec, observed, attempts + 1, base_status=base_status, conditions=conditions, start=start
+    )
+
+
+def _succeeded(
+    spec: FineTuneJobSpec, observed: Observed, m: ManifestSummary, base_status: dict[str, Any]
+) -> Decision:
+    """The manifest is written last, so its presence is what makes a run complete."""
+    progress = dict(observed.status.get("progress") or {})
+    if progress.get("totalSteps"):
+        progress["step"] = progress["totalSteps"]
+        progress["percent"] = 100
+    if m.final_loss is not None:
+        progress["loss"] = round(m.final_loss, 4)
+    progress.pop("etaSeconds", None)
+    message = f"adapter written to {m.uri} ({m.size_bytes} bytes, sha256 {m.sha256[:12]})"
+    return Decision(
+        phase="Succeeded",
+        conditions=(
+            Cond("Complete", "True", "ManifestWritten", message),
+            Cond("Training", "False", "Completed", ""),
+            Cond("Failed", "False", "Completed", ""),
+            Cond("Suspended", "False", "Completed", ""),
+        ),
+        status={
+            **base_status,
+            "adapter": {
+                "uri": m.uri,
+                "sha256": m.sha256,
+                "sizeBytes": m.size_bytes,
+                "trainableParameters": m.trainable_parameters,
+            },
+            "progress": progress or None,
+            "completionTime": observed.now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        },
+        events=(Event("Normal", "Succeeded", message),),
+        requeue_after=_ttl_delay(spec),
+    )
+
+
+def _suspended(
+    latest: JobView | None, attempts: int, phase: str | None, base_status: dict[str, Any]
+) -> Decision:
+    actions: list[Action] = []
+    if latest and latest.finished is None and not latest.suspended:
+        actions.append(SetJobSuspended(latest.name, True))
+    message = "spec.runPolicy.suspend is true; training pods are stopped after a checkpoint"
+    return Decision(
+        phase="Suspended",
+        conditions=(
+            Cond("Suspended", "True", "SuspendedByUser", message),
+            Cond("Training", "False", "Suspended", ""),
+        ),
+        status={**base_status, "attempts": attempts or None},
+        actions=tuple(actions),
+        events=(Event("Normal", "Suspended", message),) if phase != "Suspended" else (),
+    )
+
+
+def _waiting_or_failed(
+    result: PreflightResult, observed: Observed, base_status: dict[str, Any]
+) -> Decision | None:
+    """None when nothing blocks; else Failed (final problem) or Pending (waiting)."""
+    blocking = result.blocking
+    estimate = estimate_status(result)
+    if estimate:
+        base_status["estimate"] = estimate
+    if blocking is None:
+        return None
+    if not blocking.waiting:
+        return _fail(blocking.reason, blocking.message, base_status, observed.now)
+    previous = {c.get("type"): c for c in observed.status.get("conditions") or []}
+    seen = previous.get("Validated", {}).get("message") == blocking.message
+    return Decision(
+        phase="Pending",
+        conditions=(Cond("Validated", "False", blocking.reason, blocking.message),),
+        status=base_status,
+        events=() if seen else (Event("Warning", blocking.reason, blocking.message),),
+        requeue_after=30.0,
+    )
+
+
+def _condition_reason(status: Mapping[str, Any], kind: str) -> str | None:
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == kind:
+            return str(cond.get("reason"))
+    return None
+
+
+def _start_attempt(
+    spec: FineTuneJobSpec,
+    observed: Observed,
+    attempt: int,
+    *,
+    base_status: dict[str, Any],
+    conditions: tuple[Cond, ...],
+    start: datetime | None,
+) -> Decision:
+    now = observed.now
+    deadline = spec.run_policy.active_deadline_seconds
+    remaining = None
+    if deadline:
+        elapsed = (now - start).total_seconds() if start else 0
+        remaining = max(1, int(deadline - elapsed))
+    message = f"attempt {attempt} scheduled" + (
+        " (resuming from the latest checkpoint)" if attempt > 1 else ""
+    )
+    return Decision(
+        phase="Training",
+        conditions=(
+            *conditions,
+            Cond("Training", "True", "Scheduled", message),
+            Cond("Suspended", "False", "Running", ""),
+        ),
+        status={
+            **base_status,
+            "attempts": attempt,
+            "startTime": (start or now).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        },
+        actions=(CreateTrainingJob(attempt, remaining, suspend=False),),
+        events=(Event("Normal", "TrainingScheduled", message),),
+    )
+
+
+def _audit_state(
+    spec: FineTuneJobSpec, observed: Observed
+) -> Decision | tuple[Cond, dict[str, Any]]:
+    """Either a Decision that stops here (auditing, failed), or the audit outcome."""
+    if spec.audit.mode == "off":
+        return Cond("Audited", "True", "Skipped", "spec.audit.mode is off"), {"verdict": "Skipped"}
+    report = observed.audit_report
+    if report is not None:
+        findings = list(report.findings)
+        if report.verdict == "Failed" and spec.audit.mode == "enforce":
+            message = "data audit failed: " + ("; ".join(findings) or "see the report")
+            failed = _fail(
+                "AuditFailed",
+                message,
+                {"audit": {"verdict": "Failed", "findings": findings}},
+                observed.now,
+            )
+            return Decision(
+                failed.phase,
+                (Cond("Audited", "False", "AuditFailed", message), *failed.conditions),
+                failed.status,
+                events=failed.events,
+            )
+        verdict = "Warned" if report.verdict != "Passed" else "Passed"
+        return (
+            Cond("Audited", "True", verdict, "; ".join(findings)),
+            {"verdict": verdict, "findings": findings},
+        )
+    job = observed.audit_job
+    if job is not None and job.finished == "Failed":
+        message = f"the audit job failed: {job.message or job.reason}"
+        failed = _fail("AuditError", message, {}, observed.now)
+        return Decision(
+            failed.phase,
+            (Cond("Audited", "False", "AuditError", message), *failed.conditions),
+            failed.status,
+            events=failed.events,
+        )
+    if job is not None and job.finished == "Complete":
+        message = "the audit job succeeded but wrote no report"
+        failed = _fail("AuditError", message, {}, observed.now)
+        return Decision(
+            failed.phase,
+            (Cond("Audited", "False", "AuditError", message), *failed.conditions),
+            failed.status,
+            events=failed.events,
+        )
+    actions: tuple[Action, ...] = () if job is not None else (CreateAuditJob(),)
+    return Decision(
+        phase="Auditing",
+        conditions=(Cond("Audited", "Unknown", "Auditing", "auditing the data on CPU"),),
+        status={},
+        actions=actions,
+        events=(Event("Normal", "Auditing", "auditing the training data on CPU"),),
+    )
+
+
+def _ttl_delay(spec: FineTuneJobSpec) -> float | None:
+    ttl = spec.run_policy.ttl_seconds_after_finished
+    return float(ttl) if ttl is not None else None
+
+
+def _terminal(spec: FineTuneJobSpec, observed: Observed, phase: Phase) -> Decision:
+    """Finished: only the TTL clean-up of children is left."""
+    keep = tuple(
+        Cond(str(c["type"]), c["status"], str(c.get("reason", "")), str(c.get("message", "")))
+        for c in observed.status.get("conditions") or []
+    )
+    ttl = spec.run_policy.ttl_seconds_after_finished
+    finished = _parse_time(observed.status.get("completionTime"))
+    if ttl is None or finished is None:
+        return Decision(phase=phase, conditions=keep, status={})
+    due = finished + timedelta(seconds=ttl)
+    has_children = observed.audit_job is not None or bool(observed.train_jobs)
+    if observed.now >= due:
+        return Decision(
+            phase=phase,
+            conditions=keep,
+            status={},
+            actions=(DeleteChildren(),) if has_children else (),
+        )
+    return Decision(
+        phase=phase,
+        conditions=keep,
+        status={},
+        requeue_after=(due - observed.now).total_seconds(),
+    )

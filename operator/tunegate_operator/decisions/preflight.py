@@ -1,0 +1,224 @@
+"""Checks made before anything is scheduled (pure): references, placement, memory.
+
+Each problem names the spec field and the cause. `waiting` problems may resolve by
+themselves (a Secret created later, a pool scaled up from zero); the others are
+final for this spec.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tunegate_operator.api.finetunejob import FineTuneJobSpec
+from tunegate_operator.planner.memory import GIB, Plan, RunShape, plan
+from tunegate_operator.planner.shapes import ConfigError, shape_from_hf_config
+
+GPU = "nvidia.com/gpu"
+GPU_MEMORY_LABEL = "nvidia.com/gpu.memory"
+REQUIRED_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+
+
+@dataclass(frozen=True)
+class Problem:
+    field: str
+    reason: str
+    message: str
+    waiting: bool
+
+
+@dataclass(frozen=True)
+class NodeView:
+    name: str
+    labels: Mapping[str, str]
+    gpus: int
+    taints: Sequence[Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class PreflightInputs:
+    """What the I/O layer looked up; None where a check does not apply."""
+
+    secret_name: str | None
+    secret_keys: frozenset[str] | None  # None: the Secret does not exist
+    missing_objects: Mapping[str, str] = field(default_factory=dict)  # spec field -> URI
+    model_config: Mapping[str, Any] | None = None
+    model_config_error: str | None = None
+    nodes: Sequence[NodeView] = ()
+
+
+@dataclass(frozen=True)
+class PreflightResult:
+    problems: tuple[Problem, ...]
+    plan: Plan | None
+    pool: str
+
+    @property
+    def blocking(self) -> Problem | None:
+        """The first final problem, else the first waiting one."""
+        final = [p for p in self.problems if not p.waiting]
+        ordered = final or list(self.problems)
+        return ordered[0] if ordered else None
+
+
+def _tolerates(taints: Sequence[Mapping[str, Any]], spec: FineTuneJobSpec) -> bool:
+    tolerations = [t.model_dump(exclude_none=True) for t in spec.resources.tolerations]
+    if spec.resources.gpus_per_node:
+        tolerations.append({"key": GPU, "operator": "Exists", "effect": "NoSchedule"})
+    for taint in taints:
+        if taint.get("effect") not in ("NoSchedule", "NoExecute"):
+            continue
+        if not any(
+            (t.get("key") in (None, taint.get("key")))
+            and (t.get("operator") == "Exists" or t.get("value") == taint.get("value"))
+            and t.get("effect") in (None, taint.get("effect"))
+            for t in tolerations
+        ):
+            return False
+    return True
+
+
+def _pool_name(spec: FineTuneJobSpec) -> str:
+    selector = spec.resources.node_selector
+    return ",".join(f"{k}={v}" for k, v in sorted(selector.items())) or "any node"
+
+
+def run_shape(spec: FineTuneJobSpec) -> RunShape:
+    lora_targets = tuple(spec.lora.target_modules) if spec.lora else ("q_proj", "v_proj")
+    return RunShape(
+        method=spec.method,
+        precision=spec.training.precision,
+        lora_rank=spec.lora.rank if spec.lora else 16,
+        lora_targets=lora_targets,
+        seq_length=spec.training.max_seq_length,
+        micro_batch=spec.training.batch_size,
+        gradient_checkpointing=spec.training.gradient_checkpointing,
+        zero_stage=spec.deepspeed.zero_stage if spec.deepspeed else 0,
+        offload_optimizer=bool(spec.deepspeed and spec.deepspeed.offload_optimizer),
+        gpus=spec.resources.nodes * max(spec.resources.gpus_per_node, 1),
+    )
+
+
+def preflight(spec: FineTuneJobSpec, inputs: PreflightInputs) -> PreflightResult:
+    problems: list[Problem] = []
+    pool = _pool_name(spec)
+    if inputs.secret_name:
+        if inputs.secret_keys is None:
+            problems.append(
+                Problem(
+                    "spec.storage.credentialsSecret",
+                    "SecretNotFound",
+                    f"Secret {inputs.secret_name!r} (spec.storage.credentialsSecret) does not "
+                    "exist in this namespace; create it with keys AWS_ACCESS_KEY_ID and "
+                    "AWS_SECRET_ACCESS_KEY",
+                    waiting=True,
+                )
+            )
+        else:
+            missing = [k for k in REQUIRED_SECRET_KEYS if k not in inputs.secret_keys]
+            if missing:
+                problems.append(
+                    Problem(
+                        "spec.storage.credentialsSecret",
+                        "SecretKeyMissing",
+                        f"Secret {inputs.secret_name!r} (spec.storage.credentialsSecret) lacks "
+                        f"key(s) {', '.join(missing)}",
+                        waiting=True,
+                    )
+                )
+    for field_name, uri in sorted(inputs.missing_objects.items()):
+        problems.append(
+            Problem(
+                field_name,
+                "ObjectNotFound",
+                f"{field_name}: {uri} does not exist in S3",
+                waiting=True,
+            )
+        )
+
+    matching = [
+        n
+        for n in inputs.nodes
+        if all(n.labels.get(k) == v for k, v in spec.resources.node_selector.items())
+        and _tolerates(n.taints, spec)
+    ]
+    wanted = spec.resources.gpus_per_node
+    if not matching:
+        problems.append(
+            Problem(
+                "spec.resources.nodeSelector",
+                "NoMatchingNodes",
+                f"no node matches spec.resources.nodeSelector ({pool}) and tolerates its taints; "
+                "waiting for the pool to have nodes",
+                waiting=True,
+            )
+        )
+    elif wanted and max(n.gpus for n in matching) < wanted:
+        problems.append(
+            Problem(
+                "spec.resources.gpusPerNode",
+                "InsufficientGPUs",
+                f"spec.resources.gpusPerNode is {wanted} but nodes of {pool} have at most "
+                f"{max(n.gpus for n in matching)} {GPU}",
+                waiting=False,
+            )
+        )
+    elif wanted and len([n for n in matching if n.gpus >= wanted]) < spec.resources.nodes:
+        count = len([n for n in matching if n.gpus >= wanted])
+        problems.append(
+            Problem(
+                "spec.resources.nodes",
+                "InsufficientNodes",
+                f"spec.resources.nodes is {spec.resources.nodes} but {pool} has only {count} "
+                f"node(s) with {wanted} {GPU}; waiting for the pool to grow",
+                waiting=True,
+            )
+        )
+
+    memory_plan: Plan | None = None
+    if inputs.model_config_error:
+        problems.append(
+            Problem("spec.model.uri", "ModelNotFound", inputs.model_config_error, waiting=True)
+        )
+    elif inputs.model_config is not None and wanted and matching:
+        memory_plan, problem = _memory_plan(spec, inputs.model_config, matching, pool)
+        if problem:
+            problems.append(problem)
+    return PreflightResult(tuple(problems), memory_plan, pool)
+
+
+def _memory_plan(
+    spec: FineTuneJobSpec, config: Mapping[str, Any], nodes: Sequence[NodeView], pool: str
+) -> tuple[Plan | None, Problem | None]:
+    try:
+        shape = shape_from_hf_config(config)
+        memories = [int(n.labels[GPU_MEMORY_LABEL]) for n in nodes if GPU_MEMORY_LABEL in n.labels]
+        if not memories:
+            return None, None  # pool does not publish GPU memory: nothing to compare with
+        gpu_bytes = min(memories) * 1024 * 1024
+        max_gpus = sum(n.gpus for n in nodes)
+        result = plan(
+            shape, run_shape(spec), gpu_memory_bytes=gpu_bytes, pool=pool, max_gpus=max_gpus
+        )
+    except ConfigError as exc:
+        return None, Problem(
+            "spec.lora.targetModules" if "targetModules" in str(exc) else "spec.model.uri",
+            "ModelConfigInvalid",
+            str(exc),
+            waiting=False,
+        )
+    if result.fits:
+        return result, None
+    return result, Problem("spec.resources", "InsufficientGPUMemory", result.message, waiting=False)
+
+
+def estimate_status(result: PreflightResult) -> dict[str, Any] | None:
+    if result.plan is None:
+        return None
+    return {
+        "gpuMemoryGiB": round(result.plan.estimate.total_bytes / GIB, 2),
+        "availableGiB": round(result.plan.available_bytes / GIB, 2),
+        "fits": result.plan.fits,
+        "suggestion": None if result.plan.fits else result.plan.message,
+    }

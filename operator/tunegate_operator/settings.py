@@ -1,0 +1,67 @@
+"""Operator settings, read once from the environment (the Helm chart sets them)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where CPU-only pods (the data audit) run."""
+
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Settings:
+    trainer_image: str = "ghcr.io/tunegate/trainer:0.1.0"
+    # The interpreter in the trainer image; pods run `<python> -m tunegate_trainer ...`.
+    trainer_python: str = "python"
+    s3_endpoint: str | None = None
+    s3_region: str = "us-east-1"
+    credentials_secret: str | None = None
+    service_account: str | None = None
+    audit_placement: Placement = field(default_factory=Placement)
+    audit_cpu: str = "2"
+    audit_memory: str = "4Gi"
+    master_port: int = 29500
+    retry_base_seconds: float = 10.0
+    retry_max_seconds: float = 300.0
+    progress_interval_seconds: float = 15.0
+
+
+def _json_env(environ: dict[str, str], name: str, default: Any) -> Any:
+    raw = environ.get(name)
+    if not raw:
+        return default
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{name} must be JSON: {exc}") from None
+
+
+def load_settings(environ: dict[str, str] | None = None) -> Settings:
+    env = dict(os.environ if environ is None else environ)
+    defaults = Settings()
+    return Settings(
+        trainer_image=env.get("TUNEGATE_TRAINER_IMAGE", defaults.trainer_image),
+        trainer_python=env.get("TUNEGATE_TRAINER_PYTHON", defaults.trainer_python),
+        s3_endpoint=env.get("TUNEGATE_S3_ENDPOINT") or None,
+        s3_region=env.get("TUNEGATE_S3_REGION", defaults.s3_region),
+        credentials_secret=env.get("TUNEGATE_S3_CREDENTIALS_SECRET") or None,
+        service_account=env.get("TUNEGATE_TRAINER_SERVICE_ACCOUNT") or None,
+        audit_placement=Placement(
+            node_selector=_json_env(env, "TUNEGATE_AUDIT_NODE_SELECTOR", {}),
+            tolerations=_json_env(env, "TUNEGATE_AUDIT_TOLERATIONS", []),
+        ),
+        retry_base_seconds=float(
+            env.get("TUNEGATE_RETRY_BASE_SECONDS", defaults.retry_base_seconds)
+        ),
+        progress_interval_seconds=float(
+            env.get("TUNEGATE_PROGRESS_INTERVAL_SECONDS", defaults.progress_interval_seconds)
+        ),
+    )

@@ -1,0 +1,143 @@
+"""The trainer's typed config: the contract with the operator.
+
+The operator renders this document (JSON, in the env var TUNEGATE_TRAINER_CONFIG)
+from a FineTuneJob; the trainer validates it here and refuses anything else.
+Both sides are tested against each other by tests/unit/test_contract.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+CONFIG_ENV = "TUNEGATE_TRAINER_CONFIG"
+S3_URI = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/\S*)?$"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RunIdentity(Strict):
+    namespace: str
+    name: str
+    uid: str
+    attempt: int = Field(ge=1)
+
+
+class ModelSource(Strict):
+    uri: str
+    revision: str | None = None
+
+
+class FieldNames(Strict):
+    messages: str = "messages"
+    prompt: str = "prompt"
+    input: str = "input"
+    response: str = "response"
+    text: str = "text"
+
+
+class Replay(Strict):
+    dataset: str = Field(pattern=S3_URI)
+    ratio: float = Field(ge=0, lt=1)
+
+
+class Data(Strict):
+    train: str = Field(pattern=S3_URI)
+    validation: str | None = Field(default=None, pattern=S3_URI)
+    validation_split: float = Field(ge=0, lt=0.5)
+    format: Literal["chat", "instruction", "text"]
+    fields: FieldNames = FieldNames()
+    on_malformed_row: Literal["fail", "skip"]
+    replay: Replay | None = None
+
+
+class Lora(Strict):
+    rank: int = Field(ge=1)
+    alpha: float = Field(gt=0)
+    dropout: float = Field(ge=0, lt=1)
+    target_modules: list[str] = Field(min_length=1)
+
+
+class Training(Strict):
+    epochs: int = Field(ge=1)
+    max_steps: int | None = Field(default=None, ge=1)
+    learning_rate: float = Field(gt=0)
+    batch_size: int = Field(ge=1)
+    gradient_accumulation: int = Field(ge=1)
+    max_seq_length: int = Field(ge=16)
+    seed: int = Field(ge=0)
+    precision: Literal["bf16", "fp16", "fp32"]
+    gradient_checkpointing: bool
+    warmup_ratio: float = Field(ge=0, lt=1)
+    checkpoint_every: int = Field(ge=1)
+
+
+class DeepSpeed(Strict):
+    zero_stage: int = Field(ge=0, le=3)
+    offload_optimizer: bool
+
+
+class Audit(Strict):
+    mode: Literal["enforce", "warn", "off"]
+    max_duplicate_fraction: float = Field(ge=0, le=1)
+    max_pii_fraction: float = Field(ge=0, le=1)
+    contamination_sets: list[str] = []
+    max_contamination_fraction: float = Field(ge=0, le=1)
+    block_triggers: bool
+
+
+class Artifacts(Strict):
+    """Where each output goes; the operator owns this layout."""
+
+    checkpoints: str = Field(pattern=S3_URI)
+    adapter: str = Field(pattern=S3_URI)
+    manifest: str = Field(pattern=S3_URI)
+    progress: str = Field(pattern=S3_URI)
+    audit_report: str = Field(pattern=S3_URI)
+    loss_curve: str = Field(pattern=S3_URI)
+
+
+class Storage(Strict):
+    """S3 endpoint; credentials come only from AWS_* env vars (secret references)."""
+
+    endpoint: str | None = None
+    region: str = "us-east-1"
+
+
+class TrainerConfig(Strict):
+    version: Literal[1] = 1
+    run: RunIdentity
+    model: ModelSource
+    data: Data
+    method: Literal["lora", "qlora", "full"]
+    lora: Lora | None = None
+    training: Training
+    deepspeed: DeepSpeed | None = None
+    audit: Audit
+    artifacts: Artifacts
+    storage: Storage
+
+
+class ConfigError(Exception):
+    """The config is missing or invalid; the message names the field."""
+
+
+def load_config(environ: dict[str, str] | None = None) -> TrainerConfig:
+    env = os.environ if environ is None else environ
+    raw = env.get(CONFIG_ENV)
+    if not raw:
+        raise ConfigError(f"{CONFIG_ENV} is not set: the operator passes the run's config there")
+    try:
+        return TrainerConfig.model_validate(json.loads(raw))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{CONFIG_ENV} is not JSON: {exc}") from None
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors()
+        )
+        raise ConfigError(f"invalid trainer config: {problems}") from None
