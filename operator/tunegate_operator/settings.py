@@ -32,6 +32,8 @@ class Settings:
     retry_base_seconds: float = 10.0
     retry_max_seconds: float = 300.0
     progress_interval_seconds: float = 15.0
+    # Added to every pod the operator creates (service-mesh opt-outs, autoscaler hints).
+    pod_annotations: dict[str, str] = field(default_factory=dict)
 
 
 def _json_env(environ: dict[str, str], name: str, default: Any) -> Any:
@@ -58,6 +60,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
             node_selector=_json_env(env, "TUNEGATE_AUDIT_NODE_SELECTOR", {}),
             tolerations=_json_env(env, "TUNEGATE_AUDIT_TOLERATIONS", []),
         ),
+        pod_annotations=_json_env(env, "TUNEGATE_POD_ANNOTATIONS", {}),
         retry_base_seconds=float(
             env.get("TUNEGATE_RETRY_BASE_SECONDS", defaults.retry_base_seconds)
         ),

@@ -92,6 +92,7 @@ def _job(
     labels: dict[str, str],
     pod_spec: dict[str, Any],
     job_spec: dict[str, Any],
+    pod_annotations: dict[str, str],
 ) -> dict[str, Any]:
     return {
         "apiVersion": "batch/v1",
@@ -104,7 +105,10 @@ def _job(
         },
         "spec": {
             **job_spec,
-            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+            "template": {
+                "metadata": {"labels": labels, "annotations": dict(pod_annotations)},
+                "spec": pod_spec,
+            },
         },
     }
 
@@ -139,6 +143,7 @@ def audit_job(spec: FineTuneJobSpec, *, run: RunRef, settings: Settings) -> dict
         labels=labels,
         pod_spec=pod_spec,
         job_spec={"backoffLimit": 2},
+        pod_annotations=settings.pod_annotations,
     )
 
 
@@ -254,7 +259,12 @@ def training_job(
     if active_deadline_seconds is not None:
         job_spec["activeDeadlineSeconds"] = max(active_deadline_seconds, 1)
     return _job(
-        name=names.train_job(attempt), run=run, labels=labels, pod_spec=pod_spec, job_spec=job_spec
+        name=names.train_job(attempt),
+        run=run,
+        labels=labels,
+        pod_spec=pod_spec,
+        job_spec=job_spec,
+        pod_annotations=settings.pod_annotations,
     )
 
 

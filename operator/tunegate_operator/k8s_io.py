@@ -1,0 +1,196 @@
+"""The operator's only conversation with the Kubernetes API (besides kopf itself)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, cast
+
+from kubernetes import client, config
+from kubernetes.client import ApiException
+
+from tunegate_operator.api.common import GROUP, VERSION
+from tunegate_operator.builders.jobs import ATTEMPT_LABEL, COMPONENT_LABEL, FTJ_LABEL, Names
+from tunegate_operator.decisions.finetunejob import JobView
+from tunegate_operator.decisions.preflight import NodeView
+
+log = logging.getLogger(__name__)
+GPU = "nvidia.com/gpu"
+
+
+def _time(value: object) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+class Kube:
+    def __init__(self, api_client: client.ApiClient | None = None) -> None:
+        if api_client is None:
+            try:
+                config.load_incluster_config()
+            except config.ConfigException:
+                config.load_kube_config()
+            api_client = client.ApiClient()
+        self.core = client.CoreV1Api(api_client)
+        self.batch = client.BatchV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
+
+    # --- reads (raw JSON: the same dict shapes the pure code handles) -------------
+    def _list(self, call: Any, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        response = call(*args, _preload_content=False, **kwargs)
+        return list(json.loads(response.data)["items"])
+
+    def children(self, namespace: str, ftj: str) -> tuple[JobView | None, dict[int, JobView]]:
+        jobs = self._list(
+            self.batch.list_namespaced_job, namespace, label_selector=f"{FTJ_LABEL}={ftj}"
+        )
+        audit: JobView | None = None
+        attempts: dict[int, JobView] = {}
+        for job in jobs:
+            labels = job["metadata"].get("labels") or {}
+            if job["metadata"].get("deletionTimestamp"):
+                continue
+            view = self._job_view(namespace, job)
+            if labels.get(COMPONENT_LABEL) == "audit":
+                audit = view
+            elif labels.get(COMPONENT_LABEL) == "train" and labels.get(ATTEMPT_LABEL, "").isdigit():
+                attempts[int(labels[ATTEMPT_LABEL])] = view
+        return audit, attempts
+
+    def _job_view(self, namespace: str, job: dict[str, Any]) -> JobView:
+        status = job.get("status") or {}
+        finished: Any = None
+        reason = message = ""
+        completion = _time(status.get("completionTime"))
+        for cond in status.get("conditions") or []:
+            if cond.get("status") == "True" and cond.get("type") in ("Complete", "Failed"):
+                finished = cond["type"]
+                reason, message = cond.get("reason", ""), cond.get("message", "")
+                completion = completion or _time(cond.get("lastTransitionTime"))
+        name = job["metadata"]["name"]
+        if finished == "Failed":
+            message = self._pod_failure_message(namespace, name) or message
+        return JobView(
+            name=name,
+            active=int(status.get("active") or 0),
+            succeeded=int(status.get("succeeded") or 0),
+            failed=int(status.get("failed") or 0),
+            suspended=bool(job["spec"].get("suspend")),
+            finished=finished,
+            reason=reason,
+            message=message,
+            completion_time=completion,
+        )
+
+    def _pod_failure_message(self, namespace: str, job_name: str) -> str:
+        """The failed container's exit code and termination message (its log tail)."""
+        for pod in self._list(
+            self.core.list_namespaced_pod, namespace, label_selector=f"job-name={job_name}"
+        ):
+            for container in (pod.get("status") or {}).get("containerStatuses") or []:
+                terminated = (container.get("state") or {}).get("terminated") or {}
+                if terminated.get("exitCode"):
+                    tail = (terminated.get("message") or "").strip().splitlines()[-3:]
+                    detail = f": {' | '.join(tail)}" if tail else ""
+                    return (
+                        f"pod {pod['metadata']['name']} exited with code "
+                        f"{terminated['exitCode']}{detail}"
+                    )
+        return ""
+
+    def first_pod_started(self, namespace: str, job_name: str) -> datetime | None:
+        pods = self._list(
+            self.core.list_namespaced_pod, namespace, label_selector=f"job-name={job_name}"
+        )
+        times = [t for p in pods if (t := _time(p["metadata"].get("creationTimestamp")))]
+        return min(times) if times else None
+
+    def secret_keys(self, namespace: str, name: str) -> frozenset[str] | None:
+        """Key names only; values are never read into a message or a log."""
+        try:
+            response = self.core.read_namespaced_secret(name, namespace, _preload_content=False)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return frozenset((json.loads(cast(Any, response).data).get("data") or {}).keys())
+
+    def nodes(self) -> list[NodeView]:
+        views = []
+        for node in self._list(self.core.list_node):
+            allocatable = (node.get("status") or {}).get("allocatable") or {}
+            views.append(
+                NodeView(
+                    name=node["metadata"]["name"],
+                    labels=dict(node["metadata"].get("labels") or {}),
+                    gpus=int(allocatable.get(GPU, "0")),
+                    taints=list((node.get("spec") or {}).get("taints") or []),
+                )
+            )
+        return views
+
+    def read_ftj(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            response = self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, "finetunejobs", name, _preload_content=False
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return dict(json.loads(cast(Any, response).data))
+
+    # --- writes (all idempotent) ---------------------------------------------------
+    def create(self, manifest: Mapping[str, Any]) -> bool:
+        """Create; an existing object of that name counts as done. True if created."""
+        namespace = manifest["metadata"]["namespace"]
+        try:
+            if manifest["kind"] == "Job":
+                self.batch.create_namespaced_job(namespace, cast(Any, dict(manifest)))
+            elif manifest["kind"] == "Service":
+                self.core.create_namespaced_service(namespace, cast(Any, dict(manifest)))
+            else:
+                raise ValueError(f"unexpected kind {manifest['kind']}")
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise
+        return True
+
+    def set_job_suspended(self, namespace: str, name: str, *, suspend: bool) -> None:
+        self.batch.patch_namespaced_job(
+            name,
+            namespace,
+            {"spec": {"suspend": suspend}},
+            _content_type="application/merge-patch+json",
+        )
+
+    def delete_children(self, namespace: str, ftj: str) -> None:
+        selector = f"{FTJ_LABEL}={ftj}"
+        for job in self._list(self.batch.list_namespaced_job, namespace, label_selector=selector):
+            try:
+                self.batch.delete_namespaced_job(
+                    job["metadata"]["name"], namespace, propagation_policy="Background"
+                )
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+        try:
+            self.core.delete_namespaced_service(Names(ftj).service, namespace)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    def patch_ftj_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object_status(
+            GROUP,
+            VERSION,
+            namespace,
+            "finetunejobs",
+            name,
+            {"status": dict(status)},
+            _content_type="application/merge-patch+json",
+        )

@@ -1,0 +1,213 @@
+"""One reconciliation of a FineTuneJob: observe (I/O), decide (pure), apply (I/O)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from tunegate_operator.api.finetunejob import FineTuneJobSpec
+from tunegate_operator.builders import jobs
+from tunegate_operator.builders.trainer_config import (
+    OutputLayout,
+    RunRef,
+    credentials_secret,
+    storage_endpoint,
+)
+from tunegate_operator.decisions.conditions import conditions_differ, merge_conditions
+from tunegate_operator.decisions.documents import (
+    DocumentError,
+    parse_audit_report,
+    parse_manifest,
+)
+from tunegate_operator.decisions.finetunejob import (
+    TERMINAL,
+    AuditReport,
+    CreateAuditJob,
+    CreateTrainingJob,
+    Decision,
+    DeleteChildren,
+    ManifestSummary,
+    Observed,
+    SetJobSuspended,
+    decide,
+)
+from tunegate_operator.decisions.preflight import PreflightInputs, PreflightResult, preflight
+from tunegate_operator.k8s_io import Kube
+from tunegate_operator.s3_io import S3
+from tunegate_operator.settings import Settings
+
+
+@dataclass(frozen=True)
+class Outcome:
+    decision: Decision
+    previous_phase: str | None
+    created: tuple[str, ...]
+
+
+def _preflight(
+    spec: FineTuneJobSpec, kube: Kube, s3: S3, namespace: str, settings: Settings
+) -> PreflightResult:
+    secret = credentials_secret(spec, settings)
+    wanted = {"spec.dataset.train": spec.dataset.train}
+    if spec.dataset.validation:
+        wanted["spec.dataset.validation"] = spec.dataset.validation
+    if spec.replay:
+        wanted["spec.replay.dataset"] = spec.replay.dataset
+    for index, uri in enumerate(spec.audit.contamination_sets):
+        wanted[f"spec.audit.contaminationSets[{index}]"] = uri
+    missing = {name: uri for name, uri in wanted.items() if not s3.exists(uri)}
+    model_config: dict[str, Any] | None = None
+    model_error: str | None = None
+    if spec.model.uri.startswith("s3://"):
+        config_uri = spec.model.uri.rstrip("/") + "/config.json"
+        model_config = s3.read_json(config_uri)
+        if model_config is None:
+            model_error = (
+                f"spec.model.uri: {config_uri} does not exist; the model must be a "
+                "Hugging Face checkpoint directory"
+            )
+    return preflight(
+        spec,
+        PreflightInputs(
+            secret_name=secret,
+            secret_keys=kube.secret_keys(namespace, secret) if secret else None,
+            missing_objects=missing,
+            model_config=model_config,
+            model_config_error=model_error,
+            nodes=kube.nodes(),
+        ),
+    )
+
+
+def _recorded_audit(status: Mapping[str, Any]) -> AuditReport | None:
+    audit = status.get("audit") or {}
+    if audit.get("verdict") in ("Passed", "Warned", "Failed"):
+        return AuditReport(audit["verdict"], tuple(audit.get("findings") or ()))
+    return None
+
+
+def observe(
+    body: Mapping[str, Any], spec: FineTuneJobSpec, *, kube: Kube, settings: Settings, now: datetime
+) -> Observed:
+    meta, status = body["metadata"], body.get("status") or {}
+    namespace, name = meta["namespace"], meta["name"]
+    audit_job, train_jobs = kube.children(namespace, name)
+    if status.get("phase") in TERMINAL:
+        return Observed(
+            now=now,
+            generation=meta.get("generation", 1),
+            status=status,
+            audit_job=audit_job,
+            train_jobs=train_jobs,
+        )
+    layout = OutputLayout.under(spec.output.uri)
+    s3 = S3(endpoint=storage_endpoint(spec, settings), region=spec.storage.region)
+    manifest: ManifestSummary | None = None
+    manifest_error: str | None = None
+    if train_jobs:
+        document = s3.read_json(layout.manifest)
+        if document is not None:
+            try:
+                manifest = parse_manifest(document, where=layout.manifest)
+            except DocumentError as exc:
+                manifest_error = str(exc)
+    audit_report = _recorded_audit(status)
+    if audit_report is None and audit_job is not None:
+        document = s3.read_json(layout.audit_report)
+        if document is not None:
+            try:
+                audit_report = parse_audit_report(document, where=layout.audit_report)
+            except DocumentError as exc:
+                audit_report = AuditReport("Failed", (str(exc),))
+    progress = s3.read_json(layout.progress) if train_jobs else None
+    checks = None
+    if audit_job is None and not train_jobs and not spec.run_policy.suspend:
+        checks = _preflight(spec, kube, s3, namespace, settings)
+    return Observed(
+        now=now,
+        generation=meta.get("generation", 1),
+        status=status,
+        preflight=checks,
+        audit_job=audit_job,
+        audit_report=audit_report,
+        train_jobs=train_jobs,
+        manifest=manifest,
+        manifest_error=manifest_error,
+        progress=progress,
+    )
+
+
+def apply_actions(
+    decision: Decision, spec: FineTuneJobSpec, run: RunRef, *, kube: Kube, settings: Settings
+) -> tuple[str, ...]:
+    created: list[str] = []
+    for action in decision.actions:
+        if isinstance(action, CreateAuditJob):
+            manifest = jobs.audit_job(spec, run=run, settings=settings)
+            if kube.create(manifest):
+                created.append(manifest["metadata"]["name"])
+        elif isinstance(action, CreateTrainingJob):
+            if spec.resources.nodes > 1:
+                kube.create(jobs.headless_service(spec, run=run, settings=settings))
+            manifest = jobs.training_job(
+                spec,
+                run=run,
+                attempt=action.attempt,
+                settings=settings,
+                active_deadline_seconds=action.active_deadline_seconds,
+                suspend=action.suspend,
+            )
+            if kube.create(manifest):
+                created.append(manifest["metadata"]["name"])
+        elif isinstance(action, SetJobSuspended):
+            kube.set_job_suspended(run.namespace, action.name, suspend=action.suspend)
+        elif isinstance(action, DeleteChildren):
+            kube.delete_children(run.namespace, run.name)
+    return tuple(created)
+
+
+def desired_status(
+    decision: Decision, status: Mapping[str, Any], *, now: datetime, generation: int
+) -> dict[str, Any]:
+    conditions = merge_conditions(
+        status.get("conditions") or [], decision.conditions, now=now, generation=generation
+    )
+    return {
+        **decision.status,
+        "phase": decision.phase,
+        "observedGeneration": generation,
+        "conditions": conditions,
+    }
+
+
+def status_changed(current: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
+    for key, value in desired.items():
+        if key == "conditions":
+            if conditions_differ(current.get("conditions") or [], value):
+                return True
+        elif key == "completionTime":
+            if not current.get(key):
+                return True
+        elif current.get(key) != value:
+            return True
+    return False
+
+
+def reconcile(body: Mapping[str, Any], *, kube: Kube, settings: Settings) -> Outcome:
+    meta, status = body["metadata"], body.get("status") or {}
+    spec = FineTuneJobSpec.model_validate(body["spec"])
+    run = RunRef(meta["namespace"], meta["name"], meta["uid"])
+    now = datetime.now(UTC)
+    observed = observe(body, spec, kube=kube, settings=settings, now=now)
+    decision = decide(
+        spec, observed, retry_base=settings.retry_base_seconds, retry_cap=settings.retry_max_seconds
+    )
+    created = apply_actions(decision, spec, run, kube=kube, settings=settings)
+    new_status = desired_status(decision, status, now=now, generation=observed.generation)
+    if status.get("completionTime"):
+        new_status.pop("completionTime", None)
+    if status_changed(status, new_status):
+        kube.patch_ftj_status(run.namespace, run.name, new_status)
+    return Outcome(decision, status.get("phase"), created)

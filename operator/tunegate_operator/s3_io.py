@@ -1,0 +1,92 @@
+"""The operator's only conversation with S3: existence checks and small JSON reads.
+
+Credentials come from the operator's own environment (AWS_* or workload identity);
+the endpoint from the FineTuneJob or the operator settings.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+_MISSING = ("404", "NoSuchKey", "NotFound", "NoSuchBucket")
+
+
+class StorageError(Exception):
+    """S3 could not be reached or refused the request (not: object missing)."""
+
+
+def split_uri(uri: str) -> tuple[str, str]:
+    if not uri.startswith("s3://"):
+        raise ValueError(f"not an s3:// URI: {uri}")
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    return bucket, key
+
+
+@lru_cache(maxsize=16)
+def _client(endpoint: str | None, region: str) -> S3Client:
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name=region,
+        config=Config(
+            s3={"addressing_style": "path"},
+            retries={"max_attempts": 3},
+            connect_timeout=5,
+            read_timeout=15,
+        ),
+    )
+
+
+class S3:
+    def __init__(self, *, endpoint: str | None, region: str) -> None:
+        self.client = _client(endpoint, region)
+
+    def exists(self, uri: str) -> bool:
+        """An object, or a prefix with at least one object under it."""
+        bucket, key = split_uri(uri)
+        try:
+            self.client.head_object(Bucket=bucket, Key=key)
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in _MISSING:
+                raise StorageError(f"S3 refused HEAD {uri}: {exc}") from None
+        except BotoCoreError as exc:
+            raise StorageError(f"S3 unreachable for {uri}: {exc}") from None
+        prefix = key.rstrip("/") + "/"
+        try:
+            listing = self.client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in _MISSING:
+                return False
+            raise StorageError(f"S3 refused LIST {uri}: {exc}") from None
+        except BotoCoreError as exc:
+            raise StorageError(f"S3 unreachable for {uri}: {exc}") from None
+        return bool(listing.get("KeyCount", 0))
+
+    def read_json(self, uri: str) -> dict[str, Any] | None:
+        """The parsed object, or None when it does not exist."""
+        bucket, key = split_uri(uri)
+        try:
+            body = self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in _MISSING:
+                return None
+            raise StorageError(f"S3 refused GET {uri}: {exc}") from None
+        except BotoCoreError as exc:
+            raise StorageError(f"S3 unreachable for {uri}: {exc}") from None
+        try:
+            document = json.loads(body)
+        except json.JSONDecodeError as exc:
+            raise StorageError(f"{uri} is not valid JSON: {exc}") from None
+        if not isinstance(document, dict):
+            raise StorageError(f"{uri} does not hold a JSON object")
+        return document
