@@ -5,7 +5,9 @@ Set TUNEGATE_CLUSTER=<state-dir>/cluster.json to reuse one started by `make clus
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +17,11 @@ import pytest
 from kubernetes import client, config
 
 from tunegate_cluster.cluster import ClusterInfo, LocalCluster
+from tunegate_cluster.control_plane import free_port
 from tunegate_cluster.object_store import S3Access, s3_client
+from tunegate_cluster.processes import spawn, tail, terminate_group, wait_until
+
+ROOT = Path(__file__).resolve().parents[1]
 
 _running: LocalCluster | None = None
 
@@ -30,6 +36,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report = yield
+    setattr(item, f"rep_{report.when}", report)
     if report.failed and _running is not None and item.get_closest_marker("cluster"):
         report.sections.append(("local cluster logs (tails)", _running.logs_summary()))
     return report
@@ -81,3 +88,88 @@ def s3_access(cluster: ClusterInfo) -> S3Access:
 @pytest.fixture(scope="session")
 def s3(s3_access: S3Access) -> Any:
     return s3_client(s3_access)
+
+
+@pytest.fixture(scope="session")
+def crds(cluster: ClusterInfo) -> ClusterInfo:
+    """tunegate's CRDs (and kopf's peering CRDs) installed and served."""
+    result = cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
+    assert result.returncode == 0, result.stderr
+    for name in (
+        "finetunejobs.tunegate.dev",
+        "evalgates.tunegate.dev",
+        "clusterkopfpeerings.kopf.dev",
+    ):
+        result = cluster.kubectl(
+            "wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s"
+        )
+        assert result.returncode == 0, result.stderr
+    # Discovery of new kinds can lag Established by a moment.
+    wait_until(
+        lambda: cluster.kubectl("get", "ftj").returncode == 0,
+        timeout=30,
+        what="FineTuneJob discovery",
+    )
+    peering = {
+        "apiVersion": "kopf.dev/v1",
+        "kind": "ClusterKopfPeering",
+        "metadata": {"name": "tunegate"},
+    }
+    result = cluster.kubectl("apply", "-f", "-", stdin=json.dumps(peering))
+    assert result.returncode == 0, result.stderr
+    return cluster
+
+
+class OperatorProcess:
+    """The operator as a separate process, so tests can kill -9 and restart it."""
+
+    def __init__(self, cluster: ClusterInfo, log_dir: Path, **extra_env: str) -> None:
+        self.cluster = cluster
+        self.log_path = log_dir / "operator.log"
+        self.metrics_port = free_port()
+        self.env = {
+            **os.environ,
+            **cluster.env(),
+            "TUNEGATE_METRICS_PORT": str(self.metrics_port),
+            "TUNEGATE_PEERING_MANDATORY": "true",
+            "TUNEGATE_RETRY_BASE_SECONDS": "1",
+            "TUNEGATE_AUDIT_NODE_SELECTOR": json.dumps({"tunegate.dev/pool": "cpu"}),
+            # kwok keeps fake pods running until the test decides how they end.
+            "TUNEGATE_POD_ANNOTATIONS": json.dumps({"tunegate.dev/fake-duration": "1h"}),
+            **extra_env,
+        }
+        self.proc: Any = None
+
+    def start(self) -> None:
+        kopf = str(Path(sys.executable).parent / "kopf")
+        self.proc = spawn(
+            [kopf, "run", "-m", "tunegate_operator.handlers", "--all-namespaces", "--verbose"],
+            log_path=self.log_path,
+            env=self.env,
+        )
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to clean up, as when a node dies."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            terminate_group(self.proc, grace_seconds=10)
+
+    def log_tail(self, lines: int = 60) -> str:
+        return tail(self.log_path, lines=lines)
+
+
+@pytest.fixture
+def operator(
+    crds: ClusterInfo, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[OperatorProcess]:
+    process = OperatorProcess(crds, tmp_path)
+    process.start()
+    yield process
+    process.stop()
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        print(f"\n===== operator log =====\n{process.log_tail(120)}")

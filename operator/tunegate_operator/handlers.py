@@ -58,6 +58,9 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.peering.priority = random.randint(1, 1_000_000)
     settings.posting.reporting_component = "tunegate-operator"
     settings.execution.max_workers = int(os.environ.get("TUNEGATE_WORKERS", "8"))
+    # Client libraries log requests and bodies at DEBUG; they must never reach our logs.
+    for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "kubernetes"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     _settings()
     metrics.serve(int(os.environ.get("TUNEGATE_METRICS_PORT", "8080")))
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,6 @@ import pytest
 import yaml
 
 from tunegate_cluster.cluster import ClusterInfo
-from tunegate_cluster.processes import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 FTJ: dict[str, Any] = {
@@ -68,18 +66,6 @@ EVG: dict[str, Any] = {
 _DELETE = object()
 
 
-def kubectl(
-    cluster: ClusterInfo, *args: str, stdin: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [f"{cluster.bin_dir}/kubectl", f"--kubeconfig={cluster.kubeconfig}", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-
-
 def mutate(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
     """Apply {"spec.lora.rank": 0, "spec.output": _DELETE, ...} to a copy of base."""
     document = copy.deepcopy(base)
@@ -97,22 +83,10 @@ def mutate(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
     return document
 
 
-@pytest.fixture(scope="module")
-def api(cluster: ClusterInfo) -> ClusterInfo:
-    result = kubectl(cluster, "apply", "--server-side", "-f", str(ROOT / "crds"))
-    assert result.returncode == 0, result.stderr
-    for name in ("finetunejobs.tunegate.dev", "evalgates.tunegate.dev"):
-        result = kubectl(
-            cluster, "wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s"
-        )
-        assert result.returncode == 0, result.stderr
-    # Discovery of the new kinds can lag Established by a moment.
-    wait_until(
-        lambda: kubectl(cluster, "get", "ftj").returncode == 0,
-        timeout=30,
-        what="FineTuneJob discovery",
-    )
-    return cluster
+@pytest.fixture
+def api(crds: ClusterInfo) -> ClusterInfo:
+    """The cluster, with tunegate's CRDs installed (session-wide)."""
+    return crds
 
 
 INVALID: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
@@ -252,10 +226,10 @@ def test_invalid_manifest_is_rejected_naming_the_field(
     field: str,
 ) -> None:
     manifest = mutate(base, changes)
-    result = kubectl(api, "apply", "-n", namespace, "-f", "-", stdin=json.dumps(manifest))
+    result = api.kubectl("apply", "-n", namespace, "-f", "-", stdin=json.dumps(manifest))
     assert result.returncode != 0, f"{case}: accepted but should be rejected"
     assert field in result.stderr, f"{case}: error does not name {field}:\n{result.stderr}"
-    assert kubectl(api, "get", manifest["kind"], "-n", namespace, "-o", "name").stdout == ""
+    assert api.kubectl("get", manifest["kind"], "-n", namespace, "-o", "name").stdout == ""
 
 
 def test_at_least_thirty_invalid_cases() -> None:
@@ -264,14 +238,14 @@ def test_at_least_thirty_invalid_cases() -> None:
 
 @pytest.mark.parametrize("path", sorted((ROOT / "examples").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_example_applies(api: ClusterInfo, namespace: str, path: Path) -> None:
-    result = kubectl(api, "apply", "-n", namespace, "-f", str(path))
+    result = api.kubectl("apply", "-n", namespace, "-f", str(path))
     assert result.returncode == 0, result.stderr
 
 
 def test_run_defining_fields_are_immutable_but_suspend_is_not(
     api: ClusterInfo, namespace: str
 ) -> None:
-    assert kubectl(api, "apply", "-n", namespace, "-f", "-", stdin=json.dumps(FTJ)).returncode == 0
+    assert api.kubectl("apply", "-n", namespace, "-f", "-", stdin=json.dumps(FTJ)).returncode == 0
     for patch, field in (
         ({"spec": {"training": {"learningRate": 0.1}}}, "spec.training"),
         ({"spec": {"model": {"uri": "s3://models/other"}}}, "spec.model"),
@@ -280,13 +254,12 @@ def test_run_defining_fields_are_immutable_but_suspend_is_not(
         ({"spec": {"lora": {"rank": 4}}}, "spec.lora"),
         ({"spec": {"dataset": {"format": "text"}}}, "spec.dataset"),
     ):
-        result = kubectl(
-            api, "patch", "ftj", "minimal", "-n", namespace, "--type=merge", "-p", json.dumps(patch)
+        result = api.kubectl(
+            "patch", "ftj", "minimal", "-n", namespace, "--type=merge", "-p", json.dumps(patch)
         )
         assert result.returncode != 0, f"{patch} was accepted"
         assert field in result.stderr and "immutable" in result.stderr, result.stderr
-    result = kubectl(
-        api,
+    result = api.kubectl(
         "patch",
         "ftj",
         "minimal",
@@ -300,8 +273,8 @@ def test_run_defining_fields_are_immutable_but_suspend_is_not(
 
 
 def test_defaults_appear_on_a_minimal_object(api: ClusterInfo, namespace: str) -> None:
-    assert kubectl(api, "apply", "-n", namespace, "-f", "-", stdin=json.dumps(FTJ)).returncode == 0
-    spec = json.loads(kubectl(api, "get", "ftj", "minimal", "-n", namespace, "-o", "json").stdout)[
+    assert api.kubectl("apply", "-n", namespace, "-f", "-", stdin=json.dumps(FTJ)).returncode == 0
+    spec = json.loads(api.kubectl("get", "ftj", "minimal", "-n", namespace, "-o", "json").stdout)[
         "spec"
     ]
     assert spec["method"] == "lora"
@@ -316,27 +289,27 @@ def test_defaults_appear_on_a_minimal_object(api: ClusterInfo, namespace: str) -
     }
     assert spec["runPolicy"]["backoffLimit"] == 2 and spec["runPolicy"]["suspend"] is False
     assert spec["audit"]["mode"] == "enforce"
-    assert kubectl(api, "apply", "-n", namespace, "-f", "-", stdin=json.dumps(EVG)).returncode == 0
-    gate = json.loads(kubectl(api, "get", "evg", "gate", "-n", namespace, "-o", "json").stdout)[
+    assert api.kubectl("apply", "-n", namespace, "-f", "-", stdin=json.dumps(EVG)).returncode == 0
+    gate = json.loads(api.kubectl("get", "evg", "gate", "-n", namespace, "-o", "json").stdout)[
         "spec"
     ]
     assert gate["confidence"] == 0.95 and gate["onInconclusive"] == "hold"
 
 
 def test_kubectl_explain_prints_field_docs(api: ClusterInfo) -> None:
-    lora = kubectl(api, "explain", "finetunejob.spec.lora")
+    lora = api.kubectl("explain", "finetunejob.spec.lora")
     assert lora.returncode == 0, lora.stderr
     assert "Rank r of the update matrices" in lora.stdout
     assert "targetModules" in lora.stdout
-    suites = kubectl(api, "explain", "evalgate.spec.suites")
+    suites = api.kubectl("explain", "evalgate.spec.suites")
     assert "maxRegression" in suites.stdout and "minImprovement" in suites.stdout
-    role = kubectl(api, "explain", "evalgate.spec.suites.role")
+    role = api.kubectl("explain", "evalgate.spec.suites.role")
     assert "must improve by minImprovement" in role.stdout
 
 
 def test_printer_columns_and_category(api: ClusterInfo, namespace: str) -> None:
-    assert kubectl(api, "apply", "-n", namespace, "-f", "-", stdin=json.dumps(FTJ)).returncode == 0
-    assert kubectl(api, "apply", "-n", namespace, "-f", "-", stdin=json.dumps(EVG)).returncode == 0
+    assert api.kubectl("apply", "-n", namespace, "-f", "-", stdin=json.dumps(FTJ)).returncode == 0
+    assert api.kubectl("apply", "-n", namespace, "-f", "-", stdin=json.dumps(EVG)).returncode == 0
     status = {
         "status": {
             "phase": "Training",
@@ -344,8 +317,7 @@ def test_printer_columns_and_category(api: ClusterInfo, namespace: str) -> None:
             "progress": {"step": 45, "totalSteps": 100, "percent": 45, "loss": 1.25},
         }
     }
-    result = kubectl(
-        api,
+    result = api.kubectl(
         "patch",
         "ftj",
         "minimal",
@@ -364,8 +336,7 @@ def test_printer_columns_and_category(api: ClusterInfo, namespace: str) -> None:
             "summary": {"targetDelta": 0.07, "retentionDelta": -0.01, "kl": 0.12},
         }
     }
-    result = kubectl(
-        api,
+    result = api.kubectl(
         "patch",
         "evg",
         "gate",
@@ -378,10 +349,10 @@ def test_printer_columns_and_category(api: ClusterInfo, namespace: str) -> None:
     )
     assert result.returncode == 0, result.stderr
 
-    ftj_table = kubectl(api, "get", "ftj", "-n", namespace).stdout.splitlines()
+    ftj_table = api.kubectl("get", "ftj", "-n", namespace).stdout.splitlines()
     assert ftj_table[0].split() == ["NAME", "PHASE", "PROGRESS", "LOSS", "GPUS", "AGE"]
     assert ftj_table[1].split()[:5] == ["minimal", "Training", "45", "1.25", "2"]
-    evg_table = kubectl(api, "get", "evg", "-n", namespace).stdout.splitlines()
+    evg_table = api.kubectl("get", "evg", "-n", namespace).stdout.splitlines()
     assert evg_table[0].split() == [
         "NAME",
         "PHASE",
@@ -394,7 +365,7 @@ def test_printer_columns_and_category(api: ClusterInfo, namespace: str) -> None:
         "AGE",
     ]
     assert evg_table[1].split()[:6] == ["gate", "Held", "Inconclusive", "0.07", "-0.01", "0.12"]
-    both = kubectl(api, "get", "tunegate", "-n", namespace, "-o", "name").stdout.split()
+    both = api.kubectl("get", "tunegate", "-n", namespace, "-o", "name").stdout.split()
     assert sorted(both) == ["evalgate.tunegate.dev/gate", "finetunejob.tunegate.dev/minimal"]
 
 

@@ -112,8 +112,10 @@ class Plan:
 
 def _alternatives(run: RunShape, *, max_gpus: int) -> list[tuple[str, RunShape]]:
     options: list[tuple[str, RunShape]] = []
-    if run.method == "lora":
+    if run.method != "qlora":
         options.append(("method qlora", replace(run, method="qlora")))
+    if run.method == "full":
+        options.append(("method lora", replace(run, method="lora")))
     if not run.gradient_checkpointing:
         options.append(
             ("training.gradientCheckpointing true", replace(run, gradient_checkpointing=True))

@@ -60,6 +60,16 @@ class ClusterInfo:
             "PATH": f"{self.bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
         }
 
+    def kubectl(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run the pinned kubectl against this cluster; never raises on failure."""
+        return subprocess.run(
+            [f"{self.bin_dir}/kubectl", f"--kubeconfig={self.kubeconfig}", *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2))
         path.chmod(0o600)

@@ -1,0 +1,403 @@
+"""The FineTuneJob state machine as tables: observations in, phase/actions/conditions out."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tunegate_operator.api.finetunejob import FineTuneJobSpec
+from tunegate_operator.decisions.conditions import Cond, merge_conditions
+from tunegate_operator.decisions.finetunejob import (
+    AuditReport,
+    CreateAuditJob,
+    CreateTrainingJob,
+    DeleteChildren,
+    JobView,
+    ManifestSummary,
+    Observed,
+    SetJobSuspended,
+    decide,
+)
+from tunegate_operator.decisions.preflight import Problem, PreflightResult
+
+NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+OK = PreflightResult(problems=(), plan=None, pool="p")
+PASSED = AuditReport("Passed")
+
+
+def spec(**overrides: Any) -> FineTuneJobSpec:
+    body: dict[str, Any] = {
+        "model": {"uri": "s3://models/base"},
+        "dataset": {"train": "s3://data/train.jsonl"},
+        "output": {"uri": "s3://out/run"},
+        "runPolicy": {"backoffLimit": 2},
+    }
+    for key, value in overrides.items():
+        body[key] = {**body.get(key, {}), **value} if isinstance(value, dict) else value
+    return FineTuneJobSpec.model_validate(body)
+
+
+def observed(**fields: Any) -> Observed:
+    defaults: dict[str, Any] = {"now": NOW, "generation": 1, "status": {}}
+    return Observed(**(defaults | fields))
+
+
+def running(name: str = "run-train-1", **fields: Any) -> JobView:
+    return JobView(name=name, active=1, **fields)
+
+
+def failed(
+    name: str, *, reason: str = "BackoffLimitExceeded", message: str = "exit 3", ago: float = 60
+) -> JobView:
+    return JobView(
+        name=name,
+        failed=1,
+        finished="Failed",
+        reason=reason,
+        message=message,
+        completion_time=NOW - timedelta(seconds=ago),
+    )
+
+
+CASES: list[tuple[str, FineTuneJobSpec, Observed, str, list[Any]]] = [
+    ("new run is audited first", spec(), observed(preflight=OK), "Auditing", [CreateAuditJob()]),
+    (
+        "audit running: nothing new",
+        spec(),
+        observed(audit_job=running("run-audit")),
+        "Auditing",
+        [],
+    ),
+    (
+        "audit off goes straight to training",
+        spec(audit={"mode": "off"}),
+        observed(preflight=OK),
+        "Training",
+        [CreateTrainingJob(1, None, suspend=False)],
+    ),
+    (
+        "passed audit schedules attempt 1",
+        spec(),
+        observed(audit_job=running("run-audit"), audit_report=PASSED),
+        "Training",
+        [CreateTrainingJob(1, None, suspend=False)],
+    ),
+    (
+        "failed audit in warn mode still trains",
+        spec(audit={"mode": "warn"}),
+        observed(audit_job=running("run-audit"), audit_report=AuditReport("Failed", ("pii",))),
+        "Training",
+        [CreateTrainingJob(1, None, suspend=False)],
+    ),
+    (
+        "failed audit in enforce mode fails",
+        spec(),
+        observed(audit_job=running("run-audit"), audit_report=AuditReport("Failed", ("pii",))),
+        "Failed",
+        [],
+    ),
+    (
+        "audit job crashed without report",
+        spec(),
+        observed(audit_job=failed("run-audit")),
+        "Failed",
+        [],
+    ),
+    (
+        "attempt running",
+        spec(),
+        observed(audit_report=PASSED, train_jobs={1: running()}),
+        "Training",
+        [],
+    ),
+    (
+        "failed attempt waits for backoff",
+        spec(),
+        observed(audit_report=PASSED, train_jobs={1: failed("run-train-1", ago=1)}),
+        "Training",
+        [],
+    ),
+    (
+        "failed attempt retried after backoff",
+        spec(),
+        observed(audit_report=PASSED, train_jobs={1: failed("run-train-1", ago=60)}),
+        "Training",
+        [CreateTrainingJob(2, None, suspend=False)],
+    ),
+    (
+        "backoff limit used up",
+        spec(),
+        observed(
+            audit_report=PASSED,
+            train_jobs={
+                1: failed("run-train-1"),
+                2: failed("run-train-2"),
+                3: failed("run-train-3"),
+            },
+        ),
+        "Failed",
+        [],
+    ),
+    (
+        "job deadline exceeded",
+        spec(runPolicy={"activeDeadlineSeconds": 60}),
+        observed(
+            audit_report=PASSED, train_jobs={1: failed("run-train-1", reason="DeadlineExceeded")}
+        ),
+        "Failed",
+        [],
+    ),
+    (
+        "deadline passed across attempts",
+        spec(runPolicy={"activeDeadlineSeconds": 60}),
+        observed(
+            audit_report=PASSED,
+            train_jobs={1: running()},
+            status={"startTime": "2026-11-29T11:58:00Z"},
+        ),
+        "Failed",
+        [],
+    ),
+    (
+        "retry gets the remaining deadline",
+        spec(runPolicy={"activeDeadlineSeconds": 600}),
+        observed(
+            audit_report=PASSED,
+            train_jobs={1: failed("run-train-1")},
+            status={"startTime": "2026-11-29T11:55:00Z", "phase": "Training"},
+        ),
+        "Training",
+        [CreateTrainingJob(2, 300, suspend=False)],
+    ),
+    (
+        "manifest means success",
+        spec(),
+        observed(
+            audit_report=PASSED,
+            train_jobs={1: running()},
+            manifest=ManifestSummary("s3://out/run/adapter", "ab" * 32, 10, 4194304, 0.5),
+        ),
+        "Succeeded",
+        [],
+    ),
+    (
+        "suspend stops the running attempt",
+        spec(runPolicy={"suspend": True}),
+        observed(audit_report=PASSED, train_jobs={1: running()}),
+        "Suspended",
+        [SetJobSuspended("run-train-1", True)],
+    ),
+    (
+        "suspended before start schedules nothing",
+        spec(runPolicy={"suspend": True}),
+        observed(preflight=OK),
+        "Suspended",
+        [],
+    ),
+    (
+        "resume unsuspends the attempt",
+        spec(),
+        observed(
+            audit_report=PASSED,
+            train_jobs={1: running(suspended=True)},
+            status={"phase": "Suspended"},
+        ),
+        "Training",
+        [SetJobSuspended("run-train-1", False)],
+    ),
+    (
+        "queued job is left to Kueue",
+        spec(resources={"queueName": "q"}),
+        observed(audit_report=PASSED, train_jobs={1: running(suspended=True)}),
+        "Training",
+        [],
+    ),
+    (
+        "ttl due deletes children",
+        spec(runPolicy={"ttlSecondsAfterFinished": 10}),
+        observed(
+            status={"phase": "Succeeded", "completionTime": "2026-11-29T11:59:00Z"},
+            train_jobs={1: running()},
+        ),
+        "Succeeded",
+        [DeleteChildren()],
+    ),
+    (
+        "ttl not due yet",
+        spec(runPolicy={"ttlSecondsAfterFinished": 600}),
+        observed(
+            status={"phase": "Failed", "completionTime": "2026-11-29T11:59:00Z"},
+            train_jobs={1: running()},
+        ),
+        "Failed",
+        [],
+    ),
+    (
+        "waiting problem keeps it pending",
+        spec(),
+        observed(
+            preflight=PreflightResult(
+                (
+                    Problem(
+                        "spec.storage.credentialsSecret", "SecretNotFound", "missing", waiting=True
+                    ),
+                ),
+                None,
+                "p",
+            )
+        ),
+        "Pending",
+        [],
+    ),
+    (
+        "final problem fails it",
+        spec(),
+        observed(
+            preflight=PreflightResult(
+                (
+                    Problem(
+                        "spec.resources.gpusPerNode", "InsufficientGPUs", "too many", waiting=False
+                    ),
+                ),
+                None,
+                "p",
+            )
+        ),
+        "Failed",
+        [],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "the_spec", "obs", "phase", "actions"), CASES, ids=[c[0] for c in CASES]
+)
+def test_decision_table(
+    case: str, the_spec: FineTuneJobSpec, obs: Observed, phase: str, actions: list[Any]
+) -> None:
+    decision = decide(the_spec, obs, retry_base=10, retry_cap=300)
+    assert decision.phase == phase
+    assert list(decision.actions) == actions
+
+
+def test_failures_name_their_reason_and_cause() -> None:
+    decision = decide(
+        spec(),
+        observed(
+            audit_report=PASSED,
+            train_jobs={
+                1: failed("run-train-1"),
+                2: failed("run-train-2"),
+                3: failed("run-train-3", message="pod x exited with code 3: OOM"),
+            },
+        ),
+    )
+    cond = next(c for c in decision.conditions if c.type == "Failed")
+    assert cond.reason == "BackoffLimitExceeded"
+    assert "spec.runPolicy.backoffLimit (2)" in cond.message and "OOM" in cond.message
+    assert decision.events[0].type == "Warning"
+
+
+def test_retry_message_says_when_and_from_where() -> None:
+    decision = decide(
+        spec(),
+        observed(audit_report=PASSED, train_jobs={1: failed("run-train-1", ago=5)}),
+        retry_base=10,
+        retry_cap=300,
+    )
+    cond = next(c for c in decision.conditions if c.type == "Training")
+    assert cond.reason == "Retrying" and "starts in 5s from the latest checkpoint" in cond.message
+    assert decision.requeue_after == pytest.approx(5)
+
+
+def test_backoff_grows_and_is_capped() -> None:
+    from tunegate_operator.decisions.finetunejob import retry_delay
+
+    assert [retry_delay(n, base=10, cap=60) for n in (1, 2, 3, 4, 5)] == [10, 20, 40, 60, 60]
+
+
+def test_progress_is_mapped_with_percent() -> None:
+    decision = decide(
+        spec(),
+        observed(
+            audit_report=PASSED,
+            train_jobs={1: running()},
+            progress={
+                "step": 50,
+                "total_steps": 200,
+                "loss": 1.23456,
+                "tokens_per_second": 1000.0,
+                "eta_seconds": 90.4,
+                "epoch": 0.5,
+            },
+        ),
+    )
+    assert decision.status["progress"] == {
+        "step": 50,
+        "totalSteps": 200,
+        "percent": 25,
+        "loss": 1.2346,
+        "tokensPerSecond": 1000.0,
+        "etaSeconds": 90,
+        "epoch": 0.5,
+    }
+
+
+def test_transition_events_are_not_repeated_while_the_phase_holds() -> None:
+    first = decide(
+        spec(),
+        observed(audit_report=PASSED, train_jobs={1: running()}, status={"phase": "Suspended"}),
+    )
+    again = decide(
+        spec(),
+        observed(audit_report=PASSED, train_jobs={1: running()}, status={"phase": "Training"}),
+    )
+    assert [e.reason for e in first.events] == ["Resumed"]
+    assert again.events == ()
+
+
+@given(
+    st.integers(min_value=1, max_value=6),
+    st.integers(min_value=0, max_value=5),
+    st.booleans(),
+    st.booleans(),
+)
+def test_decisions_are_deterministic_and_never_create_two_attempts(
+    attempts: int, backoff_limit: int, latest_failed: bool, suspended: bool
+) -> None:
+    jobs = {n: failed(f"run-train-{n}", ago=1000) for n in range(1, attempts)}
+    jobs[attempts] = (
+        failed(f"run-train-{attempts}", ago=1000)
+        if latest_failed
+        else running(f"run-train-{attempts}")
+    )
+    the_spec = spec(runPolicy={"backoffLimit": backoff_limit, "suspend": suspended})
+    obs = observed(audit_report=PASSED, train_jobs=jobs)
+    first, second = decide(the_spec, obs), decide(the_spec, replace(obs))
+    assert first == second
+    creates = [a for a in first.actions if isinstance(a, CreateTrainingJob)]
+    assert len(creates) <= 1
+    if creates:
+        assert creates[0].attempt == attempts + 1 and attempts <= backoff_limit
+        assert not suspended
+
+
+def test_merge_keeps_transition_time_when_status_is_unchanged() -> None:
+    earlier = NOW - timedelta(hours=1)
+    existing = merge_conditions(
+        [], [Cond("Training", "True", "Running", "a")], now=earlier, generation=1
+    )
+    same = merge_conditions(
+        existing, [Cond("Training", "True", "Running", "b")], now=NOW, generation=2
+    )
+    flipped = merge_conditions(
+        existing, [Cond("Training", "False", "Done", "")], now=NOW, generation=2
+    )
+    assert same[0]["lastTransitionTime"] == "2026-11-29T11:00:00Z"
+    assert same[0]["message"] == "b" and same[0]["observedGeneration"] == 2
+    assert flipped[0]["lastTransitionTime"] == "2026-11-29T12:00:00Z"
