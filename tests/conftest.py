@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,9 +16,9 @@ import pytest
 from kubernetes import client, config
 
 from tunegate_cluster.cluster import ClusterInfo, LocalCluster
-from tunegate_cluster.control_plane import free_port
 from tunegate_cluster.object_store import S3Access, s3_client
-from tunegate_cluster.processes import spawn, tail, terminate_group, wait_until
+from tunegate_cluster.operator_process import OperatorProcess
+from tunegate_cluster.processes import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -118,48 +117,6 @@ def crds(cluster: ClusterInfo) -> ClusterInfo:
     result = cluster.kubectl("apply", "-f", "-", stdin=json.dumps(peering))
     assert result.returncode == 0, result.stderr
     return cluster
-
-
-class OperatorProcess:
-    """The operator as a separate process, so tests can kill -9 and restart it."""
-
-    def __init__(self, cluster: ClusterInfo, log_dir: Path, **extra_env: str) -> None:
-        self.cluster = cluster
-        self.log_path = log_dir / "operator.log"
-        self.metrics_port = free_port()
-        self.env = {
-            **os.environ,
-            **cluster.env(),
-            "TUNEGATE_METRICS_PORT": str(self.metrics_port),
-            "TUNEGATE_PEERING_MANDATORY": "true",
-            "TUNEGATE_RETRY_BASE_SECONDS": "1",
-            "TUNEGATE_AUDIT_NODE_SELECTOR": json.dumps({"tunegate.dev/pool": "cpu"}),
-            # kwok keeps fake pods running until the test decides how they end.
-            "TUNEGATE_POD_ANNOTATIONS": json.dumps({"tunegate.dev/fake-duration": "1h"}),
-            **extra_env,
-        }
-        self.proc: Any = None
-
-    def start(self) -> None:
-        kopf = str(Path(sys.executable).parent / "kopf")
-        self.proc = spawn(
-            [kopf, "run", "-m", "tunegate_operator.handlers", "--all-namespaces", "--verbose"],
-            log_path=self.log_path,
-            env=self.env,
-        )
-
-    def kill(self) -> None:
-        """SIGKILL: no chance to clean up, as when a node dies."""
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            terminate_group(self.proc, grace_seconds=10)
-
-    def log_tail(self, lines: int = 60) -> str:
-        return tail(self.log_path, lines=lines)
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.request
 import uuid
 from typing import Any
 
@@ -276,8 +277,6 @@ def test_single_node_run_audits_on_cpu_trains_on_the_pool_and_succeeds(
 
 
 def _metrics(operator: Any) -> str:
-    import urllib.request
-
     with urllib.request.urlopen(f"http://127.0.0.1:{operator.metrics_port}/metrics") as response:
         return str(response.read().decode())
 

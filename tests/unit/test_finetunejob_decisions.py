@@ -22,8 +22,9 @@ from tunegate_operator.decisions.finetunejob import (
     Observed,
     SetJobSuspended,
     decide,
+    retry_delay,
 )
-from tunegate_operator.decisions.preflight import Problem, PreflightResult
+from tunegate_operator.decisions.preflight import PreflightResult, Problem
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 OK = PreflightResult(problems=(), plan=None, pool="p")
@@ -316,8 +317,6 @@ def test_retry_message_says_when_and_from_where() -> None:
 
 
 def test_backoff_grows_and_is_capped() -> None:
-    from tunegate_operator.decisions.finetunejob import retry_delay
-
     assert [retry_delay(n, base=10, cap=60) for n in (1, 2, 3, 4, 5)] == [10, 20, 40, 60, 60]
 
 

@@ -1,0 +1,21 @@
+"""`python -m benchmarks [name]`: run the benchmarks; each prints ratios against a
+baseline measured in the same run."""
+
+from __future__ import annotations
+
+import sys
+
+from benchmarks import operator_latency
+
+BENCHMARKS = {"operator": operator_latency.main}
+
+
+def main() -> None:
+    wanted = sys.argv[1:] or list(BENCHMARKS)
+    for name in wanted:
+        print(f"== {name}")
+        BENCHMARKS[name]()
+
+
+if __name__ == "__main__":
+    main()
