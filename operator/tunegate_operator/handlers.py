@@ -75,7 +75,14 @@ def _run(body: kopf.Body | dict[str, Any]) -> None:
             metrics.PHASES.forget(uid)
             return
         try:
-            outcome = reconcile(fresh, kube=kube, settings=_settings())
+            outcome = reconcile(
+                fresh,
+                kube=kube,
+                settings=_settings(),
+                emit=lambda e: kopf.event(
+                    cast(kopf.Body, fresh), type=e.type, reason=e.reason, message=e.message
+                ),
+            )
         except ValidationError as exc:
             metrics.RECONCILE_ERRORS.labels("FineTuneJob", "InvalidSpec").inc()
             kopf.event(
@@ -99,10 +106,6 @@ def _run(body: kopf.Body | dict[str, Any]) -> None:
             raise
         decision = outcome.decision
         metrics.PHASES.set(uid, decision.phase)
-        for event in decision.events:
-            kopf.event(
-                cast(kopf.Body, fresh), type=event.type, reason=event.reason, message=event.message
-            )
         if outcome.previous_phase != decision.phase:
             log.info(
                 "finetunejob %s/%s: %s -> %s",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -28,6 +28,7 @@ from tunegate_operator.decisions.finetunejob import (
     CreateTrainingJob,
     Decision,
     DeleteChildren,
+    Event,
     ManifestSummary,
     Observed,
     SetJobSuspended,
@@ -195,7 +196,11 @@ def status_changed(current: Mapping[str, Any], desired: Mapping[str, Any]) -> bo
     return False
 
 
-def reconcile(body: Mapping[str, Any], *, kube: Kube, settings: Settings) -> Outcome:
+def reconcile(
+    body: Mapping[str, Any], *, kube: Kube, settings: Settings, emit: Callable[[Event], None]
+) -> Outcome:
+    """Events go out before the status patch: a crash in between repeats an event on
+    restart rather than losing it."""
     meta, status = body["metadata"], body.get("status") or {}
     spec = FineTuneJobSpec.model_validate(body["spec"])
     run = RunRef(meta["namespace"], meta["name"], meta["uid"])
@@ -205,6 +210,8 @@ def reconcile(body: Mapping[str, Any], *, kube: Kube, settings: Settings) -> Out
         spec, observed, retry_base=settings.retry_base_seconds, retry_cap=settings.retry_max_seconds
     )
     created = apply_actions(decision, spec, run, kube=kube, settings=settings)
+    for event in decision.events:
+        emit(event)
     new_status = desired_status(decision, status, now=now, generation=observed.generation)
     if status.get("completionTime"):
         new_status.pop("completionTime", None)

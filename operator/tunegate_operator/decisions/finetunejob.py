@@ -229,9 +229,7 @@ def decide(
             ),
             status=running,
             actions=tuple(actions),
-            events=(Event("Normal", "Resumed", "training resumed"),)
-            if phase == "Suspended"
-            else (),
+            events=_running_events(phase, attempts),
         )
     # The latest attempt ended without a manifest: it failed.
     why = latest.message or latest.reason or "the trainer exited without writing manifest.json"
@@ -341,6 +339,15 @@ def _waiting_or_failed(
         events=() if seen else (Event("Warning", blocking.reason, blocking.message),),
         requeue_after=30.0,
     )
+
+
+def _running_events(phase: str | None, attempts: int) -> tuple[Event, ...]:
+    if phase == "Suspended":
+        return (Event("Normal", "Resumed", "training resumed"),)
+    if phase != "Training":
+        # The attempt exists but the status never said so (the operator stopped in between).
+        return (Event("Normal", "TrainingScheduled", f"attempt {attempts} scheduled"),)
+    return ()
 
 
 def _condition_reason(status: Mapping[str, Any], kind: str) -> str | None:

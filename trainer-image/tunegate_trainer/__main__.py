@@ -1,0 +1,71 @@
+"""Command line of the trainer image."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from tunegate_trainer.config import ConfigError, load_config
+from tunegate_trainer.data import DataError
+from tunegate_trainer.storage import StorageError, store_from_env
+
+log = logging.getLogger("tunegate")
+
+
+def _audit() -> int:
+    from tunegate_trainer.audit import audit
+    from tunegate_trainer.data import examples_from, load_datasets
+
+    config = load_config()
+    store = store_from_env(config.storage.endpoint, config.storage.region)
+    datasets = load_datasets(store, config.data, seed=config.training.seed)
+    train_only = [e for e in datasets.train if e.source == "train"] + datasets.validation
+    eval_sets = [
+        [
+            e.text
+            for e in examples_from(store.iter_lines(uri), data=config.data, source="eval").examples
+        ]
+        for uri in config.audit.contamination_sets
+    ]
+    result = audit(
+        train_only, settings=config.audit, eval_sets=eval_sets, skipped_rows=len(datasets.skipped)
+    )
+    store.write_json(config.artifacts.audit_report, result.report())
+    print(json.dumps({"verdict": result.verdict, "findings": result.findings}, indent=2))
+    return 0
+
+
+def _train() -> int:
+    from tunegate_trainer.train import run
+
+    config = load_config()
+    return run(config, store_from_env(config.storage.endpoint, config.storage.region))
+
+
+def _prepare_smollm2() -> int:
+    from tunegate_trainer.smollm2 import prepare
+
+    print(prepare())
+    return 0
+
+
+COMMANDS = {"audit": _audit, "train": _train, "prepare-smollm2": _prepare_smollm2}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tunegate_trainer")
+    parser.add_argument("command", choices=sorted(COMMANDS))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        return COMMANDS[args.command]()
+    except (ConfigError, DataError, StorageError) as exc:
+        # A clear one-line reason (it becomes the pod's termination message), no traceback.
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

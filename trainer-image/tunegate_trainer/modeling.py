@@ -1,0 +1,94 @@
+"""Loading the base model for lora, qlora or full fine-tuning."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any, cast
+
+import torch
+
+from tunegate_trainer.config import TrainerConfig
+from tunegate_trainer.storage import Store, sha256_file
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("TUNEGATE_CACHE", Path.home() / ".cache" / "tunegate"))
+
+
+def fetch_model(store: Store, uri: str) -> Path:
+    """A local copy of an s3:// checkpoint directory, downloaded once per machine."""
+    if not uri.startswith("s3://"):
+        return Path(uri)
+    target = cache_root() / "models" / hashlib.sha256(uri.encode()).hexdigest()[:16]
+    if not (target / ".complete").exists():
+        store.download_tree(uri, target)
+        (target / ".complete").write_text(uri)
+    return target
+
+
+def model_digest(path: Path) -> str:
+    """One digest over the checkpoint's files (names and contents)."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file() and p.name != ".complete"):
+        digest.update(file.relative_to(path).as_posix().encode())
+        digest.update(sha256_file(file).encode())
+    return digest.hexdigest()
+
+
+def load_tokenizer(path: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(config: TrainerConfig, path: Path) -> Any:
+    """The model ready to train: adapters attached for lora/qlora."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    dtype = DTYPES[config.training.precision]
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    if config.method == "qlora":
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype,
+        )
+    model = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
+    if config.training.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    if config.method == "full":
+        return model
+    if config.method == "qlora":
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=config.training.gradient_checkpointing
+        )
+    assert config.lora is not None
+    lora = LoraConfig(
+        r=config.lora.rank,
+        lora_alpha=cast(Any, config.lora.alpha),
+        lora_dropout=config.lora.dropout,
+        target_modules=list(config.lora.target_modules),
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora)
+
+
+def count_parameters(model: Any) -> tuple[int, int]:
+    trainable = total = 0
+    for parameter in model.parameters():
+        # ZeRO-3 partitions parameters; ds_numel is the real size.
+        size = int(getattr(parameter, "ds_numel", parameter.numel()))
+        total += size
+        if parameter.requires_grad:
+            trainable += size
+    return trainable, total

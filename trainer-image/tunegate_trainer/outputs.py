@@ -1,0 +1,89 @@
+"""The run's deliverables: adapter files, loss curve, and the manifest (written last)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tunegate_trainer import __version__
+from tunegate_trainer.config import TrainerConfig
+from tunegate_trainer.storage import Store
+
+
+def tree_digest(files: Mapping[str, str]) -> str:
+    """One sha256 over (relative path, file sha256) pairs, order-independent."""
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(f"{name}\0{files[name]}\n".encode())
+    return digest.hexdigest()
+
+
+def plot_loss(history: list[dict[str, float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6, 3.5), dpi=100)
+    if history:
+        axes.plot([h["step"] for h in history], [h["loss"] for h in history], marker=".")
+    axes.set_xlabel("step")
+    axes.set_ylabel("training loss")
+    axes.set_title("tunegate training loss")
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def manifest(
+    config: TrainerConfig,
+    *,
+    adapter_files: Mapping[str, str],
+    adapter_bytes: int,
+    extra_files: Mapping[str, str],
+    base_digest: str,
+    dataset_digests: Mapping[str, str],
+    trainable: int,
+    total: int,
+    metrics: Mapping[str, Any],
+) -> dict[str, Any]:
+    return {
+        "schema": "tunegate.dev/manifest/v1",
+        "run": config.run.model_dump(),
+        "base_model": {
+            "uri": config.model.uri,
+            "revision": config.model.revision,
+            "sha256": base_digest,
+        },
+        "datasets": dict(dataset_digests),
+        "method": config.method,
+        "hyperparameters": {
+            "training": config.training.model_dump(),
+            "lora": config.lora.model_dump() if config.lora else None,
+            "deepspeed": config.deepspeed.model_dump() if config.deepspeed else None,
+            "replay_ratio": config.data.replay.ratio if config.data.replay else 0.0,
+        },
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+        "final_metrics": dict(metrics),
+        "code_version": __version__,
+        "adapter": {
+            "uri": config.artifacts.adapter,
+            "sha256": tree_digest(adapter_files),
+            "size_bytes": adapter_bytes,
+            "files": dict(adapter_files),
+        },
+        "files": dict(extra_files),
+        "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+def dataset_digest(store: Store, uri: str) -> str:
+    digest = hashlib.sha256()
+    for obj in store.list(uri):
+        digest.update(hashlib.sha256(store.read_bytes(obj)).hexdigest().encode())
+    return digest.hexdigest()
