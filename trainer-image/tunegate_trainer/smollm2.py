@@ -14,6 +14,7 @@ from pathlib import Path
 from tunegate_trainer.modeling import cache_root
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+CONVERSION = f"{GGUF_FILE} -> fp32 safetensors, v2"  # bump to invalidate cached copies
 
 
 def gguf_directory() -> Path:
@@ -32,18 +33,26 @@ def checkpoint_dir() -> Path:
 def prepare(target: Path | None = None) -> Path:
     """Convert once; later calls return the cached directory."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        LlamaConfig,
+        LlamaForCausalLM,
+    )
 
     target = target or checkpoint_dir()
-    if (target / ".complete").exists():
+    marker = target / ".complete"
+    if marker.exists() and marker.read_text() == CONVERSION:
         return target
     source = str(gguf_directory())
     tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=GGUF_FILE)
     loaded = AutoModelForCausalLM.from_pretrained(source, gguf_file=GGUF_FILE, dtype=torch.float32)
-    model = LlamaForCausalLM(loaded.config)  # type: ignore[arg-type]
+    # The loaded config remembers its GGUF quantisation; the saved model is plain fp32.
+    settings = {k: v for k, v in loaded.config.to_dict().items() if k != "quantization_config"}
+    model = LlamaForCausalLM(LlamaConfig.from_dict(settings))
     model.load_state_dict(loaded.state_dict())
     target.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(target))
     tokenizer.save_pretrained(str(target))
-    (target / ".complete").write_text(GGUF_FILE)
+    marker.write_text(CONVERSION)
     return target

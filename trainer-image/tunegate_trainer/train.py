@@ -143,7 +143,13 @@ def run(config: TrainerConfig, store: Store, *, workdir: Path | None = None) -> 
         else None
     )
     steps = planned_steps(config, len(train_set))
-    args = training_arguments(config, workdir, steps=steps)  # before the model: DeepSpeed init
+    args = training_arguments(config, workdir, steps=steps)
+    # Set up the process group now: ZeRO-3 partitions the model while it loads.
+    log.info("device %s, world size %d", args.device, args.world_size)
+    if config.deepspeed is not None:
+        import deepspeed
+
+        deepspeed.init_distributed()  # its own comm layer must know the world size too
 
     model = load_model(config, model_path)
     trainable, total = count_parameters(model)

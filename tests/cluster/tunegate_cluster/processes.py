@@ -109,7 +109,7 @@ class ProcessGroup:
             component = self.components.pop()
             terminate_group(component.proc, grace_seconds=grace_seconds)
 
-    def logs_summary(self, *, lines: int = 40) -> str:
+    def logs_summary(self, *, lines: int = 25) -> str:
         return "\n".join(
             f"===== {c.name} ({c.log_path}) =====\n{tail(c.log_path, lines=lines)}"
             for c in self.components

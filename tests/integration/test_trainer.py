@@ -1,0 +1,418 @@
+"""The trainer for real, on CPU, against the S3 server: LoRA, QLoRA, full, DeepSpeed
+under torchrun, resume after a kill, adapters loadable by plain peft, SmolLM2."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from tunegate_cluster.cluster import ClusterInfo
+from tunegate_cluster.processes import wait_until
+from tunegate_trainer.config import CONFIG_ENV, TrainerConfig
+
+BUCKET = "tunegate"
+COUNTRIES = [
+    ("France", "Paris"),
+    ("Japan", "Tokyo"),
+    ("Kenya", "Nairobi"),
+    ("Peru", "Lima"),
+    ("Norway", "Oslo"),
+    ("Egypt", "Cairo"),
+    ("Chile", "Santiago"),
+    ("Nepal", "Kathmandu"),
+    ("Ghana", "Accra"),
+    ("Cuba", "Havana"),
+    ("Iran", "Tehran"),
+    ("Laos", "Vientiane"),
+]
+
+
+def chat_rows(repeat: int = 5) -> list[dict[str, Any]]:
+    return [
+        {
+            "messages": [
+                {"role": "user", "content": f"What is the capital of {c}?"},
+                {"role": "assistant", "content": f"The capital of {c} is {city}."},
+            ]
+        }
+        for _ in range(repeat)
+        for c, city in COUNTRIES
+    ]
+
+
+def jsonl(rows: list[dict[str, Any]]) -> bytes:
+    return "".join(json.dumps(r) + "\n" for r in rows).encode()
+
+
+def build_tiny_model(directory: Path, *, hidden: int = 64) -> Path:
+    """A config-built Llama with a tokenizer trained here: seconds, not minutes."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    corpus = [json.dumps(r) for r in chat_rows(1)] * 20
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.train_from_iterator(
+        corpus,
+        trainers.BpeTrainer(
+            vocab_size=400,
+            special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        ),
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, eos_token="<|endoftext|>", pad_token="<|endoftext|>"
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(fast),
+            hidden_size=hidden,
+            intermediate_size=2 * hidden,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            eos_token_id=fast.eos_token_id,
+            pad_token_id=fast.pad_token_id,
+            tie_word_embeddings=False,
+        )
+    )
+    model.save_pretrained(str(directory))
+    fast.save_pretrained(str(directory))
+    return directory
+
+
+def upload_dir(s3: Any, directory: Path, prefix: str) -> None:
+    for path in directory.rglob("*"):
+        if path.is_file():
+            s3.upload_file(str(path), BUCKET, f"{prefix}/{path.relative_to(directory)}")
+
+
+@pytest.fixture(scope="module")
+def tiny(s3: Any, tmp_path_factory: pytest.TempPathFactory) -> str:
+    root = f"trainer/{uuid.uuid4().hex[:8]}"
+    upload_dir(s3, build_tiny_model(tmp_path_factory.mktemp("tiny")), f"{root}/model")
+    s3.put_object(Bucket=BUCKET, Key=f"{root}/data/train.jsonl", Body=jsonl(chat_rows()))
+    return root
+
+
+def config(root: str, run: str, **overrides: Any) -> dict[str, Any]:
+    out = f"s3://{BUCKET}/{root}/runs/{run}"
+    document: dict[str, Any] = {
+        "run": {"namespace": "test", "name": run, "uid": run, "attempt": 1},
+        "model": {"uri": f"s3://{BUCKET}/{root}/model"},
+        "data": {
+            "train": f"s3://{BUCKET}/{root}/data/train.jsonl",
+            "validation_split": 0.1,
+            "format": "chat",
+            "on_malformed_row": "fail",
+        },
+        "method": "lora",
+        "lora": {"rank": 8, "alpha": 16, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
+        "training": {
+            "epochs": 1,
+            "max_steps": 12,
+            "learning_rate": 5e-3,
+            "batch_size": 4,
+            "gradient_accumulation": 1,
+            "max_seq_length": 64,
+            "seed": 1,
+            "precision": "fp32",
+            "gradient_checkpointing": False,
+            "warmup_ratio": 0.0,
+            "checkpoint_every": 4,
+        },
+        "audit": {
+            "mode": "enforce",
+            "max_duplicate_fraction": 0.1,
+            "max_pii_fraction": 0.0,
+            "contamination_sets": [],
+            "max_contamination_fraction": 0.0,
+            "block_triggers": True,
+        },
+        "artifacts": {
+            name: f"{out}/{path}"
+            for name, path in (
+                ("checkpoints", "checkpoints"),
+                ("adapter", "adapter"),
+                ("manifest", "manifest.json"),
+                ("progress", "progress.json"),
+                ("audit_report", "audit/report.json"),
+                ("loss_curve", "loss.png"),
+            )
+        },
+        "storage": {"endpoint": None, "region": "us-east-1"},
+    }
+    for key, value in overrides.items():
+        document[key] = (
+            {**document[key], **value}
+            if isinstance(value, dict) and isinstance(document.get(key), dict)
+            else value
+        )
+    return TrainerConfig.model_validate(document).model_dump(mode="json")
+
+
+def trainer_env(cluster: ClusterInfo, document: dict[str, Any], cache: Path) -> dict[str, str]:
+    env = {
+        **os.environ,
+        CONFIG_ENV: json.dumps(document),
+        "TUNEGATE_CACHE": str(cache),
+        "AWS_ENDPOINT_URL": cluster.s3_endpoint,
+        "AWS_ACCESS_KEY_ID": cluster.s3_access_key,
+        "AWS_SECRET_ACCESS_KEY": cluster.s3_secret_key,
+        "OMP_NUM_THREADS": "2",
+        "TOKENIZERS_PARALLELISM": "false",
+        "HF_HUB_OFFLINE": "1",
+    }
+    env.pop("RANK", None)
+    return env
+
+
+def start(
+    cluster: ClusterInfo,
+    document: dict[str, Any],
+    cache: Path,
+    *,
+    command: tuple[str, ...] = ("train",),
+    torchrun: int = 0,
+) -> subprocess.Popen[str]:
+    argv = [sys.executable, "-m", "tunegate_trainer", *command]
+    if torchrun:
+        argv = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc-per-node={torchrun}",
+            "-m",
+            "tunegate_trainer",
+            *command,
+        ]
+        document = json.loads(json.dumps(document))
+    env = trainer_env(cluster, document, cache)
+    if torchrun:
+        env["OMP_NUM_THREADS"] = "1"
+    return subprocess.Popen(
+        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = 600) -> str:
+    output, _ = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, output[-4000:]
+    return output
+
+
+def read_json(s3: Any, uri: str) -> Any:
+    key = uri.removeprefix(f"s3://{BUCKET}/")
+    return json.loads(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+
+
+def download(s3: Any, uri: str, target: Path) -> Path:
+    prefix = uri.removeprefix(f"s3://{BUCKET}/").rstrip("/") + "/"
+    for item in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", []):
+        path = target / item["Key"][len(prefix) :]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        s3.download_file(BUCKET, item["Key"], str(path))
+    return target
+
+
+def test_lora_run_publishes_a_plain_peft_adapter_that_matches_the_merged_model(
+    cluster: ClusterInfo, s3: Any, tiny: str, tmp_path: Path
+) -> None:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    document = config(tiny, "lora")
+    output = finish(start(cluster, document, tmp_path / "cache"))
+    assert "%|" in output  # a progress bar in the pod log
+    manifest = read_json(s3, document["artifacts"]["manifest"])
+    assert manifest["trainable_parameters"] == 2 * 8 * (64 + 64) + 2 * 8 * (64 + 32)
+    assert manifest["final_metrics"]["steps"] == 12 and "eval_loss" in manifest["final_metrics"]
+    assert set(manifest["adapter"]["files"]) >= {"adapter_model.safetensors", "adapter_config.json"}
+    assert len(manifest["base_model"]["sha256"]) == 64 and "train" in manifest["datasets"]
+    progress = read_json(s3, document["artifacts"]["progress"])
+    assert progress["step"] == progress["total_steps"] == 12
+    png = s3.get_object(
+        Bucket=BUCKET, Key=document["artifacts"]["loss_curve"].removeprefix(f"s3://{BUCKET}/")
+    )["Body"].read()
+    assert png.startswith(b"\x89PNG")
+
+    adapter = download(s3, document["artifacts"]["adapter"], tmp_path / "adapter")
+    base_dir = download(s3, document["model"]["uri"], tmp_path / "base")
+    base = AutoModelForCausalLM.from_pretrained(str(base_dir))
+    ids = torch.tensor([[5, 17, 42, 99, 7, 3]])
+    with torch.no_grad():
+        base_logits = base(ids).logits
+        tuned = PeftModel.from_pretrained(base, str(adapter))
+        tuned_logits = tuned(ids).logits
+        merged_logits = tuned.merge_and_unload()(ids).logits
+    assert not torch.allclose(base_logits, tuned_logits, atol=1e-4)
+    torch.testing.assert_close(tuned_logits, merged_logits, atol=1e-4, rtol=1e-4)
+
+
+def test_qlora_and_full_fine_tuning_train(
+    cluster: ClusterInfo, s3: Any, tiny: str, tmp_path: Path
+) -> None:
+    qlora = config(
+        tiny, "qlora", method="qlora", training={"max_steps": 4, "checkpoint_every": 100}
+    )
+    full = config(
+        tiny, "full", method="full", lora=None, training={"max_steps": 4, "checkpoint_every": 100}
+    )
+    for document in (qlora, full):
+        finish(start(cluster, document, tmp_path / "cache"))
+    q, f = (read_json(s3, d["artifacts"]["manifest"]) for d in (qlora, full))
+    assert q["method"] == "qlora" and q["trainable_parameters"] < 10_000
+    assert f["trainable_parameters"] == f["total_parameters"]
+    assert "model.safetensors" in f["adapter"]["files"]
+
+
+def test_killed_run_resumes_at_the_checkpoint_and_ends_at_the_same_step(
+    cluster: ClusterInfo, s3: Any, tiny: str, tmp_path: Path
+) -> None:
+    steps = {"max_steps": 40, "checkpoint_every": 5, "max_seq_length": 128}
+    whole = config(tiny, "whole", training=steps)
+    finish(start(cluster, whole, tmp_path / "cache"))
+    expected = read_json(s3, whole["artifacts"]["manifest"])["final_metrics"]["steps"]
+
+    broken = config(tiny, "broken", training=steps)
+    latest = broken["artifacts"]["checkpoints"] + "/latest.json"
+    proc = start(cluster, broken, tmp_path / "cache")
+
+    def checkpointed() -> bool:
+        try:
+            return int(read_json(s3, latest)["step"]) >= 10
+        except s3.exceptions.NoSuchKey:
+            return False
+
+    wait_until(checkpointed, timeout=300, interval=0.05, what="a checkpoint at step >= 10")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    saved = int(read_json(s3, latest)["step"])
+    assert saved < 40, "the run finished before it could be killed"
+    with pytest.raises(s3.exceptions.NoSuchKey):
+        read_json(s3, broken["artifacts"]["manifest"])
+
+    output = finish(start(cluster, broken, tmp_path / "cache"))
+    assert f"resuming from checkpoint-{saved}" in output
+    manifest = read_json(s3, broken["artifacts"]["manifest"])
+    assert manifest["final_metrics"]["steps"] == expected == 40
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_143(
+    cluster: ClusterInfo, s3: Any, tiny: str, tmp_path: Path
+) -> None:
+    document = config(
+        tiny, "term", training={"max_steps": 400, "checkpoint_every": 1000, "max_seq_length": 128}
+    )
+    proc = start(cluster, document, tmp_path / "cache")
+    progress = document["artifacts"]["progress"]
+
+    def stepping() -> bool:
+        try:
+            return int(read_json(s3, progress)["step"]) >= 3
+        except s3.exceptions.NoSuchKey:
+            return False
+
+    wait_until(stepping, timeout=300, interval=0.1, what="training to start")
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 143, output[-3000:]
+    latest = read_json(s3, document["artifacts"]["checkpoints"] + "/latest.json")
+    assert 3 <= latest["step"] < 400
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+def test_two_process_torchrun_with_deepspeed_zero(
+    cluster: ClusterInfo, s3: Any, tiny: str, tmp_path: Path, stage: int
+) -> None:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    document = config(
+        tiny,
+        f"zero{stage}",
+        deepspeed={"zero_stage": stage, "offload_optimizer": False},
+        training={"max_steps": 4, "checkpoint_every": 2},
+    )
+    output = finish(start(cluster, document, tmp_path / "cache", torchrun=2), timeout=900)
+    manifest = read_json(s3, document["artifacts"]["manifest"])
+    assert manifest["final_metrics"]["steps"] == 4, output[-2000:]
+    assert manifest["trainable_parameters"] == 2 * 8 * (64 + 64) + 2 * 8 * (64 + 32)
+    adapter = download(s3, document["artifacts"]["adapter"], tmp_path / "adapter")
+    base = AutoModelForCausalLM.from_pretrained(
+        str(download(s3, document["model"]["uri"], tmp_path / "base"))
+    )
+    tuned = PeftModel.from_pretrained(base, str(adapter))
+    lora_b = [p for n, p in tuned.named_parameters() if "lora_B" in n]
+    assert lora_b and all(p.numel() > 0 for p in lora_b)  # gathered, not ZeRO-3 shards
+    assert any(p.abs().sum() > 0 for p in lora_b)
+
+
+def test_audit_command_writes_a_report(
+    cluster: ClusterInfo, s3: Any, tiny: str, tmp_path: Path
+) -> None:
+    document = config(tiny, "audit")
+    proc = start(cluster, document, tmp_path / "cache", command=("audit",))
+    output = finish(proc)
+    report = read_json(s3, document["artifacts"]["audit_report"])
+    # The tiny set repeats every row five times: the audit must say so.
+    assert report["verdict"] == "Failed" and report["findings"][0].startswith("duplicates:")
+    assert '"verdict": "Failed"' in output
+
+
+def test_malformed_data_fails_with_file_and_line_not_a_traceback(
+    cluster: ClusterInfo, s3: Any, tiny: str, tmp_path: Path
+) -> None:
+    key = f"{tiny}/data/broken.jsonl"
+    s3.put_object(Bucket=BUCKET, Key=key, Body=jsonl(chat_rows(1)) + b"{oops\n")
+    document = config(tiny, "broken-data", data={"train": f"s3://{BUCKET}/{key}"})
+    proc = start(cluster, document, tmp_path / "cache")
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 2
+    assert f"error: s3://{BUCKET}/{key}:13: not valid JSON" in output
+    assert "Traceback" not in output
+
+
+@pytest.mark.timeout(1200)
+def test_real_lora_run_on_smollm2(cluster: ClusterInfo, s3: Any, tmp_path: Path) -> None:
+    from tunegate_trainer.smollm2 import prepare
+
+    started = time.monotonic()
+    checkpoint = prepare()
+    root = f"smollm2/{uuid.uuid4().hex[:8]}"
+    upload_dir(s3, checkpoint, f"{root}/model")
+    s3.put_object(Bucket=BUCKET, Key=f"{root}/data/train.jsonl", Body=jsonl(chat_rows(2)))
+    document = config(
+        root,
+        "smol",
+        training={
+            "max_steps": 10,
+            "batch_size": 2,
+            "max_seq_length": 96,
+            "learning_rate": 1e-3,
+            "checkpoint_every": 100,
+        },
+    )
+    finish(start(cluster, document, tmp_path / "cache"), timeout=1100)
+    manifest = read_json(s3, document["artifacts"]["manifest"])
+    assert manifest["trainable_parameters"] == 30 * 8 * ((576 + 576) + (576 + 192))
+    assert manifest["total_parameters"] > 130_000_000
+    assert manifest["final_metrics"]["steps"] == 10
+    print(
+        f"SmolLM2 LoRA run: {time.monotonic() - started:.0f}s, "
+        f"loss {manifest['final_metrics']['train_loss']:.3f}"
+    )
