@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import sys
 
-from benchmarks import operator_latency
+from benchmarks import operator_latency, trainer_throughput
 
-BENCHMARKS = {"operator": operator_latency.main}
+BENCHMARKS = {"operator": operator_latency.main, "trainer": trainer_throughput.main}
 
 
 def main() -> None:

@@ -619,3 +619,25 @@ def test_waiting_run_proceeds_once_the_secret_exists(
         == 0
     )
     wait_phase(cluster, namespace, "later", "Auditing", timeout=60)
+
+
+def test_two_replicas_peer_so_only_one_acts(
+    operator: Any, crds: ClusterInfo, s3: Any, namespace: str, prefix: str, tmp_path: Any
+) -> None:
+    from tunegate_cluster.operator_process import OperatorProcess
+
+    cluster = crds
+    second = OperatorProcess(cluster, tmp_path)
+    second.start()
+    try:
+        wait_until(
+            lambda: "Pausing" in operator.log_tail(400) + second.log_tail(400),
+            timeout=60,
+            what="one replica pausing in favour of the other",
+        )
+        apply(cluster, namespace, ftj("peered", prefix))
+        pass_audit(cluster, s3, namespace, "peered", prefix)
+        wait_phase(cluster, namespace, "peered", "Training")
+        assert len(items(cluster, namespace, "jobs", "tunegate.dev/component=train")) == 1
+    finally:
+        second.stop()

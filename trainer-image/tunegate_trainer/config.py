@@ -14,7 +14,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 CONFIG_ENV = "TUNEGATE_TRAINER_CONFIG"
-S3_URI = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/\S*)?$"
+# s3://bucket/key, or an absolute local path (development, benchmarks).
+S3_URI = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/\S*)?|/\S*)$"
 
 
 class Strict(BaseModel):

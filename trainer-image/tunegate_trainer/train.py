@@ -198,6 +198,7 @@ def run(config: TrainerConfig, store: Store, *, workdir: Path | None = None) -> 
         "train_loss": float(result.training_loss),
         "steps": trainer.state.global_step,
         "tokens": train_set.tokens,
+        "train_runtime_seconds": float(result.metrics.get("train_runtime", 0.0)),
         "skipped_rows": len(datasets.skipped),
     }
     if eval_set is not None:
