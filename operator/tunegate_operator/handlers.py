@@ -20,13 +20,16 @@ from pydantic import ValidationError
 
 from tunegate_operator import metrics
 from tunegate_operator.api.common import GROUP, VERSION
+from tunegate_operator.builders.eval_job import GATE_LABEL
 from tunegate_operator.builders.jobs import FTJ_LABEL
 from tunegate_operator.k8s_io import Kube
 from tunegate_operator.reconcile import reconcile
+from tunegate_operator.reconcile_gate import reconcile_gate
 from tunegate_operator.s3_io import StorageError
 from tunegate_operator.settings import Settings, load_settings
 
 FTJ = (GROUP, VERSION, "finetunejobs")
+EVG = (GROUP, VERSION, "evalgates")
 log = logging.getLogger("tunegate")
 _locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
 _state: dict[str, Any] = {}
@@ -85,6 +88,7 @@ def _run(body: kopf.Body | dict[str, Any]) -> None:
             )
         except ValidationError as exc:
             metrics.RECONCILE_ERRORS.labels("FineTuneJob", "InvalidSpec").inc()
+            log.warning("finetunejob %s: invalid spec: %s", meta["name"], exc)
             kopf.event(
                 cast(kopf.Body, fresh),
                 type="Warning",
@@ -94,6 +98,7 @@ def _run(body: kopf.Body | dict[str, Any]) -> None:
             return
         except StorageError as exc:
             metrics.RECONCILE_ERRORS.labels("FineTuneJob", "StorageUnavailable").inc()
+            log.warning("finetunejob %s: %s", meta["name"], exc)
             kopf.event(
                 cast(kopf.Body, fresh),
                 type="Warning",
@@ -146,3 +151,62 @@ def child_job_changed(body: kopf.Body, namespace: str | None, **_: Any) -> None:
     for owner in body["metadata"].get("ownerReferences") or []:
         if owner.get("kind") == "FineTuneJob" and namespace:
             _run({"metadata": {"uid": owner["uid"], "name": owner["name"], "namespace": namespace}})
+
+
+def _run_gate(namespace: str, name: str, uid: str) -> None:
+    with _locks[uid]:
+        kube = _kube()
+        fresh = kube.read_custom("evalgates", namespace, name)
+        if fresh is None or fresh["metadata"].get("deletionTimestamp"):
+            return
+        body = cast(kopf.Body, fresh)
+        try:
+            outcome = reconcile_gate(
+                fresh,
+                kube=kube,
+                settings=_settings(),
+                emit=lambda e: kopf.event(body, type=e.type, reason=e.reason, message=e.message),
+            )
+        except ValidationError as exc:
+            metrics.RECONCILE_ERRORS.labels("EvalGate", "InvalidSpec").inc()
+            log.warning("evalgate %s/%s: invalid spec: %s", namespace, name, exc)
+            kopf.event(body, type="Warning", reason="InvalidSpec", message=str(exc)[:1000])
+            return
+        except StorageError as exc:
+            metrics.RECONCILE_ERRORS.labels("EvalGate", "StorageUnavailable").inc()
+            log.warning("evalgate %s/%s: %s", namespace, name, exc)
+            kopf.event(body, type="Warning", reason="StorageUnavailable", message=str(exc))
+            return
+        except Exception:
+            metrics.RECONCILE_ERRORS.labels("EvalGate", "Unexpected").inc()
+            raise
+        if outcome.previous_phase != outcome.decision.phase:
+            reason = (outcome.decision.status.get("decision") or {}).get("reason", "")
+            log.info(
+                "evalgate %s/%s: %s -> %s %s",
+                namespace,
+                name,
+                outcome.previous_phase or "(new)",
+                outcome.decision.phase,
+                reason,
+            )
+
+
+@kopf.on.event(*EVG)
+def evalgate_changed(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+    if event.get("type") != "DELETED":
+        meta = body["metadata"]
+        _run_gate(meta["namespace"], meta["name"], meta["uid"])
+
+
+@kopf.timer(*EVG, interval=5.0, sharp=False)
+def evalgate_tick(body: kopf.Body, **_: Any) -> None:
+    meta = body["metadata"]
+    _run_gate(meta["namespace"], meta["name"], meta["uid"])
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={GATE_LABEL: kopf.PRESENT})
+def gate_job_changed(body: kopf.Body, namespace: str | None, **_: Any) -> None:
+    for owner in body["metadata"].get("ownerReferences") or []:
+        if owner.get("kind") == "EvalGate" and namespace:
+            _run_gate(namespace, owner["name"], owner["uid"])

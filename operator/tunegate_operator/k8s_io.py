@@ -108,6 +108,16 @@ class Kube:
         times = [t for p in pods if (t := _time(p["metadata"].get("creationTimestamp")))]
         return min(times) if times else None
 
+    def job_view(self, namespace: str, name: str) -> JobView | None:
+        try:
+            response = self.batch.read_namespaced_job(name, namespace, _preload_content=False)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        job = json.loads(cast(Any, response).data)
+        return None if job["metadata"].get("deletionTimestamp") else self._job_view(namespace, job)
+
     def secret_keys(self, namespace: str, name: str) -> frozenset[str] | None:
         """Key names only; values are never read into a message or a log."""
         try:
@@ -183,6 +193,45 @@ class Kube:
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+    def patch_status(
+        self, plural: str, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> None:
+        self.custom.patch_namespaced_custom_object_status(
+            GROUP,
+            VERSION,
+            namespace,
+            plural,
+            name,
+            {"status": dict(status)},
+            _content_type="application/merge-patch+json",
+        )
+
+    def read_custom(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            response = self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, plural, name, _preload_content=False
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return dict(json.loads(cast(Any, response).data))
+
+    def upsert_config_map(self, namespace: str, name: str, data: Mapping[str, str]) -> None:
+        """Create or update the ConfigMap serving reads (only the keys given)."""
+        body = {
+            "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "tunegate"}},
+            "data": dict(data),
+        }
+        try:
+            self.core.patch_namespaced_config_map(
+                name, namespace, body, _content_type="application/merge-patch+json"
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            self.core.create_namespaced_config_map(namespace, cast(Any, body))
 
     def patch_ftj_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         self.custom.patch_namespaced_custom_object_status(

@@ -6,6 +6,7 @@ the endpoint from the FineTuneJob or the operator settings.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -90,3 +91,53 @@ class S3:
         if not isinstance(document, dict):
             raise StorageError(f"{uri} does not hold a JSON object")
         return document
+
+    # --- promotion: server-side copies and digests -------------------------------------
+    def list_files(self, uri: str) -> list[str]:
+        """Relative names of every object under a prefix."""
+        bucket, key = split_uri(uri)
+        prefix = key.rstrip("/") + "/"
+        names: list[str] = []
+        try:
+            paginator = self.client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+                names.extend(item["Key"][len(prefix) :] for item in page.get("Contents", []))
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError(f"S3 refused LIST {uri}: {exc}") from None
+        return sorted(names)
+
+    def copy(self, source: str, target: str) -> None:
+        """Server-side copy: the bytes never pass through the operator."""
+        source_bucket, source_key = split_uri(source)
+        bucket, key = split_uri(target)
+        try:
+            self.client.copy({"Bucket": source_bucket, "Key": source_key}, bucket, key)
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError(f"S3 copy {source} -> {target} failed: {exc}") from None
+
+    def sha256(self, uri: str) -> str:
+        bucket, key = split_uri(uri)
+        digest = hashlib.sha256()
+        try:
+            body = self.client.get_object(Bucket=bucket, Key=key)["Body"]
+            for chunk in iter(lambda: body.read(1 << 20), b""):
+                digest.update(chunk)
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError(f"S3 refused GET {uri}: {exc}") from None
+        return digest.hexdigest()
+
+    def delete(self, uri: str) -> None:
+        bucket, key = split_uri(uri)
+        try:
+            self.client.delete_object(Bucket=bucket, Key=key)
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError(f"S3 refused DELETE {uri}: {exc}") from None
+
+    def write_json(self, uri: str, document: dict[str, Any]) -> None:
+        bucket, key = split_uri(uri)
+        try:
+            self.client.put_object(
+                Bucket=bucket, Key=key, Body=json.dumps(document, indent=2, sort_keys=True).encode()
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError(f"S3 refused PUT {uri}: {exc}") from None

@@ -44,6 +44,20 @@ def _train() -> int:
     return run(config, store_from_env(config.storage.endpoint, config.storage.region))
 
 
+def _eval() -> int:
+    import tempfile
+    from pathlib import Path
+
+    from tunegate_trainer.eval_config import load_eval_config
+    from tunegate_trainer.evaluate import run, summary
+
+    config = load_eval_config()
+    store = store_from_env(config.storage.endpoint, config.storage.region)
+    results = run(config, store, workdir=Path(tempfile.mkdtemp(prefix="tunegate-eval-")))
+    print(summary(results))
+    return 0
+
+
 def _prepare_smollm2() -> int:
     from tunegate_trainer.smollm2 import prepare
 
@@ -51,7 +65,12 @@ def _prepare_smollm2() -> int:
     return 0
 
 
-COMMANDS = {"audit": _audit, "train": _train, "prepare-smollm2": _prepare_smollm2}
+COMMANDS = {
+    "audit": _audit,
+    "train": _train,
+    "eval": _eval,
+    "prepare-smollm2": _prepare_smollm2,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,6 +28,7 @@ Phase = Literal[
     "Evaluating",
     "AwaitingApproval",
     "Promoted",
+    "Passed",
     "Held",
     "Rejected",
     "Failed",
@@ -295,8 +296,8 @@ class EvalGateStatus(ApiModel):
     """Observed state, written only by the operator."""
 
     phase: Phase | None = None
-    """Pending, WaitingForCandidate, Evaluating, AwaitingApproval, Promoted, Held, Rejected or
-    Failed."""
+    """Pending, WaitingForCandidate, Evaluating, AwaitingApproval, Promoted, Passed (no
+    promotion configured), Held (Inconclusive), Rejected (Fail) or Failed (error)."""
     observed_generation: int | None = None
     """The .metadata.generation this status reflects."""
     conditions: list[Condition] = Field(

@@ -125,9 +125,14 @@ def tail(path: Path, *, lines: int = 40) -> str:
 
 
 def wait_until(
-    predicate: Callable[[], object], *, timeout: float, what: str, interval: float = 0.2
+    predicate: Callable[[], object],
+    *,
+    timeout: float,
+    what: str | Callable[[], str],
+    interval: float = 0.2,
 ) -> None:
-    """Poll a zero-argument callable until it returns truthy; raise naming `what`."""
+    """Poll a zero-argument callable until it returns truthy; raise naming `what`
+    (a callable is evaluated at the timeout, so it can describe the final state)."""
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
     while time.monotonic() < deadline:
@@ -137,6 +142,7 @@ def wait_until(
         except Exception as exc:  # readiness probes fail in many ways while starting
             last_error = exc
         time.sleep(interval)
+    description = what() if callable(what) else what
     raise TimeoutError(
-        f"timed out after {timeout:.0f}s waiting for {what} (last error: {last_error})"
+        f"timed out after {timeout:.0f}s waiting for {description} (last error: {last_error})"
     )

@@ -1,0 +1,156 @@
+"""The eval Job of an EvalGate and the eval config it carries (pure)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from tunegate_operator.api.common import API_VERSION
+from tunegate_operator.api.evalgate import EvalGateSpec
+from tunegate_operator.builders.jobs import GPU, GPU_TOLERATION
+from tunegate_operator.settings import Settings
+
+EVAL_CONFIG_ENV = "TUNEGATE_EVAL_CONFIG"
+GATE_LABEL = "tunegate.dev/evalgate"
+GENERATION_LABEL = "tunegate.dev/generation"
+
+
+@dataclass(frozen=True)
+class GateRef:
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """What is judged, resolved from a FineTuneJob or from the spec."""
+
+    adapter_uri: str
+    base_model_uri: str
+    sha256: str | None  # from the FineTuneJob's manifest, when there is one
+    source: str  # "FineTuneJob <name>" or the adapter URI
+
+    def evals_root(self) -> str:
+        """Results live next to the adapter's run: <run>/evals/."""
+        return self.adapter_uri.rstrip("/").rsplit("/", 1)[0] + "/evals"
+
+
+def results_uri(candidate: Candidate, gate: GateRef) -> str:
+    return f"{candidate.evals_root()}/{gate.name}-g{gate.generation}/results.json"
+
+
+def eval_job_name(gate: GateRef) -> str:
+    return f"{gate.name}-eval-{gate.generation}"
+
+
+def eval_config(
+    spec: EvalGateSpec, *, gate: GateRef, candidate: Candidate, settings: Settings
+) -> dict[str, Any]:
+    return {
+        "version": 1,
+        "gate": {
+            "namespace": gate.namespace,
+            "name": gate.name,
+            "uid": gate.uid,
+            "generation": gate.generation,
+        },
+        "base_model": {"uri": candidate.base_model_uri, "revision": None},
+        "adapter": candidate.adapter_uri,
+        "suites": [
+            {
+                "name": s.name,
+                "role": s.role,
+                "metric": s.metric,
+                "dataset": s.dataset,
+                "max_items": s.max_items,
+                "max_new_tokens": s.max_new_tokens,
+            }
+            for s in spec.suites
+        ],
+        "results": results_uri(candidate, gate),
+        "storage": {
+            "endpoint": spec.storage.endpoint or settings.s3_endpoint,
+            "region": spec.storage.region,
+        },
+        "precision": "fp32" if spec.resources.gpus == 0 else "bf16",
+    }
+
+
+def eval_job(
+    spec: EvalGateSpec, *, gate: GateRef, candidate: Candidate, settings: Settings
+) -> dict[str, Any]:
+    labels = {
+        "app.kubernetes.io/managed-by": "tunegate",
+        "app.kubernetes.io/part-of": "tunegate",
+        GATE_LABEL: gate.name,
+        GENERATION_LABEL: str(gate.generation),
+    }
+    secret = spec.storage.credentials_secret or settings.credentials_secret
+    env: list[dict[str, Any]] = [
+        {
+            "name": EVAL_CONFIG_ENV,
+            "value": json.dumps(
+                eval_config(spec, gate=gate, candidate=candidate, settings=settings), sort_keys=True
+            ),
+        }
+    ]
+    if secret:
+        env += [
+            {"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+            for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+        ]
+    resources: dict[str, Any] = {}
+    tolerations = [
+        t.model_dump(by_alias=True, exclude_none=True) for t in spec.resources.tolerations
+    ]
+    if spec.resources.gpus:
+        resources["limits"] = {GPU: str(spec.resources.gpus)}
+        tolerations.append(dict(GPU_TOLERATION))
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "nodeSelector": dict(spec.resources.node_selector),
+        "tolerations": tolerations,
+        "containers": [
+            {
+                "name": "eval",
+                "image": spec.image or settings.trainer_image,
+                "command": [settings.trainer_python, "-m", "tunegate_trainer", "eval"],
+                "env": env,
+                "resources": resources,
+                "terminationMessagePolicy": "FallbackToLogsOnError",
+            }
+        ],
+    }
+    if spec.resources.priority_class_name:
+        pod_spec["priorityClassName"] = spec.resources.priority_class_name
+    if settings.service_account:
+        pod_spec["serviceAccountName"] = settings.service_account
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": eval_job_name(gate),
+            "namespace": gate.namespace,
+            "labels": labels,
+            "ownerReferences": [
+                {
+                    "apiVersion": API_VERSION,
+                    "kind": "EvalGate",
+                    "name": gate.name,
+                    "uid": gate.uid,
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": {
+            "backoffLimit": 1,
+            "template": {
+                "metadata": {"labels": labels, "annotations": dict(settings.pod_annotations)},
+                "spec": pod_spec,
+            },
+        },
+    }

@@ -1,0 +1,293 @@
+"""The EvalGate state machine (pure): candidate -> eval Job -> verdict -> promotion.
+
+Promotion is an action the decision asks for only when the verdict is Pass (and,
+in manual mode, the approval annotation is set); Fail, Inconclusive and errors
+never promote.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from tunegate_operator.api.evalgate import EvalGateSpec
+from tunegate_operator.builders.eval_job import Candidate
+from tunegate_operator.decisions.conditions import Cond
+from tunegate_operator.decisions.finetunejob import Event, JobView
+from tunegate_operator.decisions.gate import GateDecision, GateInputError, SuiteScores, decide_gate
+
+APPROVE_ANNOTATION = "tunegate.dev/approve"
+Phase = Literal[
+    "Pending",
+    "WaitingForCandidate",
+    "Evaluating",
+    "AwaitingApproval",
+    "Promoted",
+    "Passed",
+    "Held",
+    "Rejected",
+    "Failed",
+]
+
+
+@dataclass(frozen=True)
+class CandidateProblem:
+    waiting: bool
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Observed:
+    now: datetime
+    generation: int
+    status: Mapping[str, Any]
+    annotations: Mapping[str, str]
+    candidate: Candidate | CandidateProblem
+    eval_job: JobView | None = None
+    results: Mapping[str, Any] | None = None  # the eval command's results.json
+    promoted_sha256: str | None = None  # what promotion.uri serves now
+
+
+@dataclass(frozen=True)
+class CreateEvalJob:
+    pass
+
+
+@dataclass(frozen=True)
+class Promote:
+    candidate: Candidate
+
+
+Action = CreateEvalJob | Promote
+
+
+@dataclass(frozen=True)
+class Decision:
+    phase: Phase
+    conditions: tuple[Cond, ...]
+    status: Mapping[str, Any] = field(default_factory=dict)
+    actions: tuple[Action, ...] = ()
+    events: tuple[Event, ...] = ()
+    requeue_after: float | None = None
+
+
+def suite_scores(spec: EvalGateSpec, results: Mapping[str, Any]) -> list[SuiteScores]:
+    """Pair the spec's suites with the eval command's per-item scores."""
+    by_name = {s["name"]: s for s in results.get("suites", [])}
+    scores = []
+    for suite in spec.suites:
+        if suite.name not in by_name:
+            raise GateInputError(f"results have no suite {suite.name!r}")
+        row = by_name[suite.name]
+        threshold = {"target": suite.min_improvement, "drift": suite.max_kl}.get(
+            suite.role, suite.max_regression
+        )
+        scores.append(
+            SuiteScores(
+                suite.name,
+                suite.role,
+                suite.metric,
+                row.get("base", []),
+                row["candidate"],
+                float(threshold or 0.0),
+            )
+        )
+    return scores
+
+
+def _rows(decision: GateDecision) -> list[dict[str, Any]]:
+    rows = []
+    for r in decision.results:
+        row: dict[str, Any] = {
+            "suite": r.suite,
+            "role": r.role,
+            "metric": r.metric,
+            "candidate": round(r.candidate, 4),
+            "delta": round(r.delta, 4),
+            "interval": {"low": round(r.low, 4), "high": round(r.high, 4)},
+            "threshold": r.threshold,
+            "verdict": r.verdict,
+            "items": r.items,
+        }
+        if r.base is not None:  # drift has no base score: KL is itself the comparison
+            row["base"] = round(r.base, 4)
+        rows.append(row)
+    return rows
+
+
+def _summary(decision: GateDecision) -> dict[str, float]:
+    summary: dict[str, float] = {}
+    for key, role in (("targetDelta", "target"), ("retentionDelta", "retention"), ("kl", "drift")):
+        first = next((r for r in decision.results if r.role == role), None)
+        if first is not None:
+            summary[key] = round(first.delta, 4)
+    return summary
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def decide(spec: EvalGateSpec, observed: Observed, *, samples_seed: int = 0) -> Decision:
+    previous = observed.status.get("phase")
+    candidate = observed.candidate
+    if isinstance(candidate, CandidateProblem):
+        phase: Phase = "WaitingForCandidate" if candidate.waiting else "Failed"
+        return Decision(
+            phase,
+            (Cond("CandidateReady", "False", candidate.reason, candidate.message),),
+            events=(
+                Event(
+                    "Warning" if not candidate.waiting else "Normal",
+                    candidate.reason,
+                    candidate.message,
+                ),
+            )
+            if previous != phase
+            else (),
+        )
+    ready = Cond("CandidateReady", "True", "Ready", f"judging {candidate.source}")
+
+    if observed.results is None:
+        job = observed.eval_job
+        if job is not None and job.finished is not None:
+            message = (
+                f"the eval job failed: {job.message or job.reason}"
+                if job.finished == "Failed"
+                else "the eval job succeeded but wrote no results"
+            )
+            return Decision(
+                "Failed",
+                (ready, Cond("Evaluated", "False", "EvalError", message)),
+                status={
+                    "decision": {
+                        "verdict": "Error",
+                        "reason": message,
+                        "decidedAt": _stamp(observed.now),
+                    }
+                },
+                events=(Event("Warning", "EvalError", message),) if previous != "Failed" else (),
+            )
+        return Decision(
+            "Evaluating",
+            (
+                ready,
+                Cond(
+                    "Evaluated",
+                    "Unknown",
+                    "Evaluating",
+                    "scoring base and candidate on every suite",
+                ),
+            ),
+            actions=() if job is not None else (CreateEvalJob(),),
+            events=(Event("Normal", "Evaluating", "eval job started"),)
+            if previous != "Evaluating"
+            else (),
+        )
+
+    try:
+        gate = decide_gate(
+            suite_scores(spec, observed.results),
+            confidence=spec.confidence,
+            samples=spec.bootstrap_samples,
+            on_inconclusive=spec.on_inconclusive,
+            seed=samples_seed,
+        )
+    except GateInputError as exc:
+        message = f"results cannot be judged: {exc}"
+        return Decision(
+            "Failed",
+            (ready, Cond("Evaluated", "False", "EvalError", message)),
+            status={"decision": {"verdict": "Error", "reason": message}},
+            events=(Event("Warning", "EvalError", message),) if previous != "Failed" else (),
+        )
+    status: dict[str, Any] = {
+        "results": _rows(gate),
+        "summary": _summary(gate),
+        "decision": {
+            "verdict": gate.verdict,
+            "reason": gate.reason,
+            "decidedAt": (observed.status.get("decision") or {}).get("decidedAt")
+            or _stamp(observed.now),
+        },
+    }
+    evaluated = Cond("Evaluated", "True", gate.verdict, gate.reason)
+    if gate.outcome != "Promote":
+        phase = "Held" if gate.outcome == "Hold" else "Rejected"
+        held = Cond(
+            "Promoted",
+            "False",
+            gate.verdict,
+            f"not promoted: {gate.reason}; the current version stays",
+        )
+        return Decision(
+            phase,
+            (ready, evaluated, held),
+            status=status,
+            events=(Event("Warning", gate.verdict, gate.reason),) if previous != phase else (),
+        )
+    if spec.promotion is None:
+        return Decision(
+            "Passed",
+            (
+                ready,
+                evaluated,
+                Cond(
+                    "Promoted", "False", "NoPromotion", "spec.promotion is not set: reported only"
+                ),
+            ),
+            status=status,
+            events=(Event("Normal", "Pass", gate.reason),) if previous != "Passed" else (),
+        )
+    approved = observed.annotations.get(APPROVE_ANNOTATION, "").lower() == "true"
+    if spec.promotion.mode == "manual" and not approved:
+        message = (
+            f"Pass; waiting for approval: kubectl annotate evalgate <name> "
+            f"{APPROVE_ANNOTATION}=true"
+        )
+        return Decision(
+            "AwaitingApproval",
+            (ready, evaluated, Cond("Promoted", "False", "AwaitingApproval", message)),
+            status=status,
+            events=(Event("Normal", "AwaitingApproval", message),)
+            if previous != "AwaitingApproval"
+            else (),
+        )
+    if observed.promoted_sha256 is not None and candidate.sha256 in (
+        None,
+        observed.promoted_sha256,
+    ):
+        message = (
+            f"{spec.promotion.uri} serves {candidate.source} "
+            f"(sha256 {observed.promoted_sha256[:12]})"
+        )
+        return Decision(
+            "Promoted",
+            (ready, evaluated, Cond("Promoted", "True", "Promoted", message)),
+            status=status,
+            events=(Event("Normal", "Promoted", message),) if previous != "Promoted" else (),
+        )
+    return Decision(
+        "AwaitingApproval" if spec.promotion.mode == "manual" else "Evaluating",
+        (
+            ready,
+            evaluated,
+            Cond(
+                "Promoted", "Unknown", "Promoting", f"copying the adapter to {spec.promotion.uri}"
+            ),
+        ),
+        status=status,
+        actions=(Promote(candidate),),
+    )
+
+
+def describe(results: Sequence[Mapping[str, Any]]) -> str:
+    """The per-suite table, as `kubectl describe` readers want it in an event."""
+    return "; ".join(
+        f"{r['suite']} {r['verdict']} Δ{r['delta']:+.3f} "
+        f"[{r['interval']['low']:+.3f}, {r['interval']['high']:+.3f}]"
+        for r in results
+    )

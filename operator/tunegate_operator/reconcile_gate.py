@@ -1,0 +1,179 @@
+"""One reconciliation of an EvalGate: observe (I/O), decide (pure), apply (I/O)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from tunegate_operator.api.evalgate import EvalGateSpec
+from tunegate_operator.api.finetunejob import FineTuneJobSpec
+from tunegate_operator.builders.eval_job import (
+    Candidate,
+    GateRef,
+    eval_job,
+    eval_job_name,
+    results_uri,
+)
+from tunegate_operator.decisions.conditions import merge_conditions
+from tunegate_operator.decisions.evalgate import (
+    CandidateProblem,
+    CreateEvalJob,
+    Decision,
+    Observed,
+    Promote,
+    decide,
+    describe,
+)
+from tunegate_operator.decisions.finetunejob import Event
+from tunegate_operator.k8s_io import Kube
+from tunegate_operator.promotion import PromotionError, current, promote
+from tunegate_operator.reconcile import status_changed
+from tunegate_operator.s3_io import S3
+from tunegate_operator.settings import Settings
+
+log = logging.getLogger("tunegate")
+
+
+@dataclass(frozen=True)
+class GateOutcome:
+    decision: Decision
+    previous_phase: str | None
+
+
+def resolve_candidate(
+    spec: EvalGateSpec, namespace: str, kube: Kube
+) -> Candidate | CandidateProblem:
+    if spec.candidate.adapter_uri:
+        base = spec.candidate.base_model.uri if spec.candidate.base_model else ""
+        return Candidate(spec.candidate.adapter_uri, base, None, spec.candidate.adapter_uri)
+    assert spec.candidate.fine_tune_job_ref is not None
+    name = spec.candidate.fine_tune_job_ref.name
+    ftj = kube.read_ftj(namespace, name)
+    if ftj is None:
+        return CandidateProblem(
+            True,
+            "FineTuneJobNotFound",
+            f"spec.candidate.fineTuneJobRef.name: FineTuneJob {name!r} does "
+            "not exist in this namespace; waiting for it",
+        )
+    phase = (ftj.get("status") or {}).get("phase")
+    if phase == "Failed":
+        return CandidateProblem(
+            False, "CandidateFailed", f"FineTuneJob {name!r} failed; there is nothing to evaluate"
+        )
+    adapter = (ftj.get("status") or {}).get("adapter") or {}
+    if phase != "Succeeded" or not adapter.get("uri"):
+        return CandidateProblem(
+            True, "CandidateNotReady", f"waiting for FineTuneJob {name!r} to succeed (now {phase})"
+        )
+    ftj_spec = FineTuneJobSpec.model_validate(ftj["spec"])
+    return Candidate(
+        adapter["uri"], ftj_spec.model.uri, adapter.get("sha256"), f"FineTuneJob {name}"
+    )
+
+
+def observe(
+    body: Mapping[str, Any], spec: EvalGateSpec, *, kube: Kube, s3: S3, gate: GateRef, now: datetime
+) -> Observed:
+    meta = body["metadata"]
+    candidate = resolve_candidate(spec, gate.namespace, kube)
+    results = None
+    job = None
+    promoted_sha = None
+    if isinstance(candidate, Candidate):
+        job = kube.job_view(gate.namespace, eval_job_name(gate))
+        results = s3.read_json(results_uri(candidate, gate))
+        if spec.promotion is not None:
+            record = current(s3, spec.promotion.uri) or {}
+            entry = record.get("current") or {}
+            if entry.get("source") == candidate.adapter_uri:
+                promoted_sha = entry.get("sha256")
+    return Observed(
+        now=now,
+        generation=gate.generation,
+        status=body.get("status") or {},
+        annotations=meta.get("annotations") or {},
+        candidate=candidate,
+        eval_job=job,
+        results=results,
+        promoted_sha256=promoted_sha,
+    )
+
+
+def _manifest_files(s3: S3, candidate: Candidate) -> tuple[dict[str, str], str | None]:
+    """Per-file digests from the FineTuneJob's manifest, next to its adapter."""
+    manifest_uri = candidate.adapter_uri.rstrip("/").rsplit("/", 1)[0] + "/manifest.json"
+    manifest = s3.read_json(manifest_uri) or {}
+    adapter = manifest.get("adapter") or {}
+    return dict(adapter.get("files") or {}), adapter.get("sha256") or candidate.sha256
+
+
+def reconcile_gate(
+    body: Mapping[str, Any], *, kube: Kube, settings: Settings, emit: Callable[[Event], None]
+) -> GateOutcome:
+    meta, status = body["metadata"], body.get("status") or {}
+    spec = EvalGateSpec.model_validate(body["spec"])
+    gate = GateRef(meta["namespace"], meta["name"], meta["uid"], int(meta.get("generation", 1)))
+    s3 = S3(endpoint=spec.storage.endpoint or settings.s3_endpoint, region=spec.storage.region)
+    now = datetime.now(UTC)
+    observed = observe(body, spec, kube=kube, s3=s3, gate=gate, now=now)
+    decision = decide(spec, observed)
+    extra: dict[str, Any] = {}
+    for action in decision.actions:
+        if isinstance(action, CreateEvalJob) and isinstance(observed.candidate, Candidate):
+            kube.create(eval_job(spec, gate=gate, candidate=observed.candidate, settings=settings))
+        elif isinstance(action, Promote) and spec.promotion is not None:
+            files, digest = _manifest_files(s3, action.candidate)
+            try:
+                done = promote(
+                    s3,
+                    adapter_uri=action.candidate.adapter_uri,
+                    promotion_uri=spec.promotion.uri,
+                    expected_files=files,
+                    expected_sha256=digest,
+                    gate=f"{gate.namespace}/{gate.name}",
+                )
+            except PromotionError as exc:
+                emit(Event("Warning", "PromotionFailed", str(exc)))
+                decision = Decision("Failed", decision.conditions, decision.status)
+                continue
+            extra["promoted"] = {
+                "uri": done.uri,
+                "sha256": done.sha256,
+                "previous": done.previous,
+                "at": done.at,
+            }
+            if spec.promotion.config_map:
+                kube.upsert_config_map(
+                    gate.namespace,
+                    spec.promotion.config_map,
+                    {
+                        "adapterUri": done.uri,
+                        "sha256": done.sha256,
+                        "source": done.source,
+                        "promotedAt": done.at,
+                    },
+                )
+            # Decide again on the new world: the same rules then report Promoted.
+            decision = decide(spec, replace(observed, promoted_sha256=done.sha256))
+    for event in decision.events:
+        emit(event)
+    if "results" in decision.status and status.get("phase") != decision.phase:
+        emit(Event("Normal", "Results", describe(decision.status["results"])[:1000]))
+    conditions = merge_conditions(
+        status.get("conditions") or [], decision.conditions, now=now, generation=gate.generation
+    )
+    new_status = {
+        **decision.status,
+        **extra,
+        "phase": decision.phase,
+        "observedGeneration": gate.generation,
+        "conditions": conditions,
+    }
+    if status_changed(status, new_status):
+        log.debug("evalgate %s/%s: status -> %s", gate.namespace, gate.name, decision.phase)
+        kube.patch_status("evalgates", gate.namespace, gate.name, new_status)
+    return GateOutcome(decision, status.get("phase"))

@@ -1,0 +1,168 @@
+"""Helpers for tests that drive the operator through kubectl and S3."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from tunegate_cluster.cluster import ClusterInfo
+from tunegate_cluster.processes import wait_until
+
+BUCKET = "tunegate"
+SMALL_MODEL = {
+    "hidden_size": 576,
+    "num_hidden_layers": 30,
+    "num_attention_heads": 9,
+    "num_key_value_heads": 3,
+    "intermediate_size": 1536,
+    "vocab_size": 49152,
+    "tie_word_embeddings": True,
+}
+
+
+def put_json(s3: Any, key: str, document: dict[str, Any]) -> None:
+    s3.put_object(Bucket=BUCKET, Key=key, Body=json.dumps(document).encode())
+
+
+def ftj(name: str, prefix: str, **spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": {"uri": f"s3://{BUCKET}/{prefix}/model"},
+        "dataset": {"train": f"s3://{BUCKET}/{prefix}/data/train.jsonl", "format": "text"},
+        "output": {"uri": f"s3://{BUCKET}/{prefix}/out/{name}"},
+        "resources": {"gpusPerNode": 2, "nodeSelector": {"tunegate.dev/pool": "a100-80g"}},
+        "runPolicy": {"backoffLimit": 1},
+    }
+    for key, value in spec.items():
+        body[key] = {**body.get(key, {}), **value} if isinstance(value, dict) else value
+    return {
+        "apiVersion": "tunegate.dev/v1alpha1",
+        "kind": "FineTuneJob",
+        "metadata": {"name": name},
+        "spec": body,
+    }
+
+
+def apply(cluster: ClusterInfo, namespace: str, manifest: dict[str, Any]) -> None:
+    result = cluster.kubectl("apply", "-n", namespace, "-f", "-", stdin=json.dumps(manifest))
+    assert result.returncode == 0, result.stderr
+
+
+def get(cluster: ClusterInfo, namespace: str, kind: str, name: str) -> dict[str, Any]:
+    result = cluster.kubectl("get", kind, name, "-n", namespace, "-o", "json")
+    assert result.returncode == 0, result.stderr
+    return dict(json.loads(result.stdout))
+
+
+def items(
+    cluster: ClusterInfo, namespace: str, kind: str, selector: str = ""
+) -> list[dict[str, Any]]:
+    args = ["get", kind, "-n", namespace, "-o", "json"]
+    if selector:
+        args += ["-l", selector]
+    return list(json.loads(cluster.kubectl(*args).stdout)["items"])
+
+
+def status(cluster: ClusterInfo, namespace: str, name: str) -> dict[str, Any]:
+    return dict(get(cluster, namespace, "ftj", name).get("status") or {})
+
+
+def condition(st: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next((c for c in st.get("conditions") or [] if c["type"] == kind), {})
+
+
+def wait_phase(
+    cluster: ClusterInfo, namespace: str, name: str, phase: str, timeout: float = 60
+) -> dict[str, Any]:
+    wait_until(
+        lambda: status(cluster, namespace, name).get("phase") == phase,
+        timeout=timeout,
+        what=lambda: f"{name} phase {phase} (now {status(cluster, namespace, name)})",
+    )
+    return status(cluster, namespace, name)
+
+
+def wait_job(
+    cluster: ClusterInfo, namespace: str, name: str, timeout: float = 60
+) -> dict[str, Any]:
+    wait_until(
+        lambda: cluster.kubectl("get", "job", name, "-n", namespace).returncode == 0,
+        timeout=timeout,
+        what=f"Job {name}",
+    )
+    return get(cluster, namespace, "job", name)
+
+
+def pass_audit(cluster: ClusterInfo, s3: Any, namespace: str, name: str, prefix: str) -> None:
+    wait_job(cluster, namespace, f"{name}-audit")
+    put_json(s3, f"{prefix}/out/{name}/audit/report.json", {"verdict": "Passed", "findings": []})
+
+
+def write_manifest(s3: Any, prefix: str, name: str) -> None:
+    put_json(
+        s3,
+        f"{prefix}/out/{name}/manifest.json",
+        {
+            "adapter": {
+                "uri": f"s3://{BUCKET}/{prefix}/out/{name}/adapter",
+                "sha256": "ab" * 32,
+                "size_bytes": 1234,
+            },
+            "trainable_parameters": 4194304,
+            "final_metrics": {"train_loss": 0.42},
+        },
+    )
+
+
+def fail_pods(cluster: ClusterInfo, namespace: str, job: str, exit_code: int, message: str) -> None:
+    """Report the job's pods as failed, as a kubelet does when the trainer exits non-zero."""
+    wait_until(
+        lambda: any(
+            p["status"].get("phase") == "Running"
+            for p in items(cluster, namespace, "pod", f"job-name={job}")
+        ),
+        timeout=60,
+        what=f"pods of {job} running",
+    )
+    for pod in items(cluster, namespace, "pod", f"job-name={job}"):
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        patch = {
+            "status": {
+                "phase": "Failed",
+                "containerStatuses": [
+                    {
+                        "name": "train",
+                        "image": "x",
+                        "imageID": "",
+                        "ready": False,
+                        "restartCount": 0,
+                        "state": {
+                            "terminated": {
+                                "exitCode": exit_code,
+                                "reason": "Error",
+                                "message": message,
+                                "startedAt": now,
+                                "finishedAt": now,
+                            }
+                        },
+                    }
+                ],
+            }
+        }
+        result = cluster.kubectl(
+            "patch",
+            "pod",
+            pod["metadata"]["name"],
+            "-n",
+            namespace,
+            "--subresource=status",
+            "--type=strategic",
+            "-p",
+            json.dumps(patch),
+        )
+        assert result.returncode == 0, result.stderr
+
+
+def env_of(job: dict[str, Any]) -> dict[str, Any]:
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
