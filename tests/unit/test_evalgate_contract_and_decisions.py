@@ -1,0 +1,188 @@
+"""EvalGate: its contract with the eval command, the shared digest definition, and the
+state machine's table (never promote on anything but Pass)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tunegate_operator.api.evalgate import EvalGateSpec
+from tunegate_operator.builders.eval_job import Candidate, GateRef, eval_config, eval_job
+from tunegate_operator.decisions.evalgate import (
+    CandidateProblem,
+    CreateEvalJob,
+    Observed,
+    Promote,
+    decide,
+)
+from tunegate_operator.decisions.finetunejob import JobView
+from tunegate_operator.promotion import tree_digest as operator_digest
+from tunegate_operator.settings import Settings
+from tunegate_trainer.eval_config import EVAL_CONFIG_ENV, load_eval_config
+from tunegate_trainer.outputs import tree_digest as trainer_digest
+
+ROOT = Path(__file__).resolve().parents[2]
+GATE = GateRef("ml", "gate", "uid", 3)
+CANDIDATE = Candidate("s3://runs/legal/adapter", "s3://models/base", "ab" * 32, "FineTuneJob x")
+SPECS = [
+    document["spec"]
+    for path in sorted((ROOT / "examples").glob("*.yaml"))
+    for document in yaml.safe_load_all(path.read_text())
+    if document["kind"] == "EvalGate"
+]
+
+
+@pytest.mark.parametrize("raw", SPECS, ids=lambda s: s["candidate"]["fineTuneJobRef"]["name"])
+def test_eval_command_accepts_every_rendered_config(raw: dict[str, Any]) -> None:
+    spec = EvalGateSpec.model_validate(raw)
+    rendered = eval_config(spec, gate=GATE, candidate=CANDIDATE, settings=Settings())
+    config = load_eval_config({EVAL_CONFIG_ENV: json.dumps(rendered)})
+    assert [s.name for s in config.suites] == [s.name for s in spec.suites]
+    assert config.results == "s3://runs/legal/evals/gate-g3/results.json"
+    job = eval_job(spec, gate=GATE, candidate=CANDIDATE, settings=Settings())
+    assert job["metadata"]["name"] == "gate-eval-3"
+    assert job["metadata"]["ownerReferences"][0]["kind"] == "EvalGate"
+
+
+def test_operator_and_trainer_agree_on_the_adapter_digest() -> None:
+    files = {"adapter_model.safetensors": "1" * 64, "adapter_config.json": "2" * 64}
+    assert operator_digest(files) == trainer_digest(files)
+
+
+def spec(mode: str | None = "auto", on_inconclusive: str = "hold") -> EvalGateSpec:
+    body: dict[str, Any] = {
+        "candidate": {"fineTuneJobRef": {"name": "x"}},
+        "suites": [
+            {
+                "name": "t",
+                "role": "target",
+                "dataset": "s3://data/t.jsonl",
+                "metric": "exactMatch",
+                "minImprovement": 0.1,
+            }
+        ],
+        "bootstrapSamples": 200,
+        "onInconclusive": on_inconclusive,
+    }
+    if mode:
+        body["promotion"] = {"mode": mode, "uri": "s3://serving/x"}
+    return EvalGateSpec.model_validate(body)
+
+
+def observed(**fields: Any) -> Observed:
+    base = {
+        "now": datetime(2026, 1, 1, tzinfo=UTC),
+        "generation": 3,
+        "status": {},
+        "annotations": {},
+        "candidate": CANDIDATE,
+    }
+    return Observed(**(base | fields))
+
+
+def results(base: list[float], candidate: list[float]) -> dict[str, Any]:
+    return {"suites": [{"name": "t", "base": base, "candidate": candidate}]}
+
+
+CLEAR_PASS = results([0.0] * 100, [1.0] * 100)
+CLEAR_FAIL = results([0.5] * 100, [0.5] * 100)
+UNSURE = results([0.0, 1.0] * 5, [1.0, 1.0, 0.0, 1.0, 1.0] * 2)
+
+
+@pytest.mark.parametrize(
+    ("case", "the_spec", "obs", "phase", "actions"),
+    [
+        (
+            "missing FineTuneJob waits",
+            spec(),
+            observed(candidate=CandidateProblem(True, "FineTuneJobNotFound", "m")),
+            "WaitingForCandidate",
+            [],
+        ),
+        (
+            "failed FineTuneJob fails the gate",
+            spec(),
+            observed(candidate=CandidateProblem(False, "CandidateFailed", "m")),
+            "Failed",
+            [],
+        ),
+        ("no results yet starts the eval job", spec(), observed(), "Evaluating", [CreateEvalJob()]),
+        (
+            "eval running",
+            spec(),
+            observed(eval_job=JobView("gate-eval-3", active=1)),
+            "Evaluating",
+            [],
+        ),
+        (
+            "eval job failed",
+            spec(),
+            observed(eval_job=JobView("gate-eval-3", failed=1, finished="Failed", message="OOM")),
+            "Failed",
+            [],
+        ),
+        (
+            "pass + auto promotes",
+            spec(),
+            observed(results=CLEAR_PASS),
+            "Evaluating",
+            [Promote(CANDIDATE)],
+        ),
+        (
+            "pass + promoted already",
+            spec(),
+            observed(results=CLEAR_PASS, promoted_sha256="ab" * 32),
+            "Promoted",
+            [],
+        ),
+        (
+            "pass + manual waits",
+            spec("manual"),
+            observed(results=CLEAR_PASS),
+            "AwaitingApproval",
+            [],
+        ),
+        (
+            "pass + manual approved",
+            spec("manual"),
+            observed(results=CLEAR_PASS, annotations={"tunegate.dev/approve": "true"}),
+            "AwaitingApproval",
+            [Promote(CANDIDATE)],
+        ),
+        ("pass without promotion", spec(None), observed(results=CLEAR_PASS), "Passed", []),
+        ("fail never promotes", spec(), observed(results=CLEAR_FAIL), "Rejected", []),
+        (
+            "fail never promotes, even approved",
+            spec("manual"),
+            observed(results=CLEAR_FAIL, annotations={"tunegate.dev/approve": "true"}),
+            "Rejected",
+            [],
+        ),
+        ("inconclusive holds", spec(), observed(results=UNSURE), "Held", []),
+        (
+            "inconclusive fails when asked",
+            spec(on_inconclusive="fail"),
+            observed(results=UNSURE),
+            "Rejected",
+            [],
+        ),
+        (
+            "results for other suites are an error",
+            spec(),
+            observed(results={"suites": [{"name": "other", "base": [1], "candidate": [1]}]}),
+            "Failed",
+            [],
+        ),
+    ],
+)
+def test_gate_table(
+    case: str, the_spec: EvalGateSpec, obs: Observed, phase: str, actions: list[Any]
+) -> None:
+    decision = decide(the_spec, obs)
+    assert decision.phase == phase
+    assert list(decision.actions) == actions
