@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Literal
+from collections.abc import Mapping
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 CONFIG_ENV = "TUNEGATE_TRAINER_CONFIG"
+M = TypeVar("M", bound=BaseModel)
 # s3://bucket/key, or an absolute local path (development, benchmarks).
 S3_URI = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/\S*)?|/\S*)$"
 
@@ -128,17 +130,24 @@ class ConfigError(Exception):
     """The config is missing or invalid; the message names the field."""
 
 
-def load_config(environ: dict[str, str] | None = None) -> TrainerConfig:
+def load_json_env(
+    model: type[M], name: str, environ: Mapping[str, str] | None = None, *, purpose: str
+) -> M:
+    """Validate the JSON in env var `name`; errors name the variable or the field."""
     env = os.environ if environ is None else environ
-    raw = env.get(CONFIG_ENV)
+    raw = env.get(name)
     if not raw:
-        raise ConfigError(f"{CONFIG_ENV} is not set: the operator passes the run's config there")
+        raise ConfigError(f"{name} is not set: the operator passes {purpose} there")
     try:
-        return TrainerConfig.model_validate(json.loads(raw))
+        return model.model_validate(json.loads(raw))
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"{CONFIG_ENV} is not JSON: {exc}") from None
+        raise ConfigError(f"{name} is not JSON: {exc}") from None
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors()
         )
-        raise ConfigError(f"invalid trainer config: {problems}") from None
+        raise ConfigError(f"invalid {purpose}: {problems}") from None
+
+
+def load_config(environ: Mapping[str, str] | None = None) -> TrainerConfig:
+    return load_json_env(TrainerConfig, CONFIG_ENV, environ, purpose="the run's config")

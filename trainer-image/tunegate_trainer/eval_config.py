@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import os
+from collections.abc import Mapping
 from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 
-from tunegate_trainer.config import S3_URI, ConfigError, ModelSource, Storage, Strict
+from tunegate_trainer.config import S3_URI, ModelSource, Storage, Strict, load_json_env
 
 EVAL_CONFIG_ENV = "TUNEGATE_EVAL_CONFIG"
 
@@ -40,17 +39,5 @@ class EvalConfig(Strict):
     precision: Literal["bf16", "fp16", "fp32"] = "fp32"
 
 
-def load_eval_config(environ: dict[str, str] | None = None) -> EvalConfig:
-    env = os.environ if environ is None else environ
-    raw = env.get(EVAL_CONFIG_ENV)
-    if not raw:
-        raise ConfigError(f"{EVAL_CONFIG_ENV} is not set: the operator passes the gate's config")
-    try:
-        return EvalConfig.model_validate(json.loads(raw))
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{EVAL_CONFIG_ENV} is not JSON: {exc}") from None
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors()
-        )
-        raise ConfigError(f"invalid eval config: {problems}") from None
+def load_eval_config(environ: Mapping[str, str] | None = None) -> EvalConfig:
+    return load_json_env(EvalConfig, EVAL_CONFIG_ENV, environ, purpose="the gate's eval config")

@@ -10,26 +10,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
-from tunegate_operator.api.evalgate import EvalGateSpec
+from tunegate_operator.api.evalgate import EvalGateSpec, Phase
 from tunegate_operator.builders.eval_job import Candidate
 from tunegate_operator.decisions.conditions import Cond
 from tunegate_operator.decisions.finetunejob import Event, JobView
 from tunegate_operator.decisions.gate import GateDecision, GateInputError, SuiteScores, decide_gate
 
 APPROVE_ANNOTATION = "tunegate.dev/approve"
-Phase = Literal[
-    "Pending",
-    "WaitingForCandidate",
-    "Evaluating",
-    "AwaitingApproval",
-    "Promoted",
-    "Passed",
-    "Held",
-    "Rejected",
-    "Failed",
-]
 
 
 @dataclass(frozen=True)
