@@ -12,6 +12,8 @@ import os
 import random
 import threading
 from collections import defaultdict
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, cast
 
@@ -22,6 +24,7 @@ from tunegate_operator import metrics
 from tunegate_operator.api.common import GROUP, VERSION
 from tunegate_operator.builders.eval_job import GATE_LABEL
 from tunegate_operator.builders.jobs import FTJ_LABEL
+from tunegate_operator.decisions.finetunejob import Event
 from tunegate_operator.k8s_io import Kube
 from tunegate_operator.reconcile import reconcile
 from tunegate_operator.reconcile_gate import reconcile_gate
@@ -68,6 +71,44 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     metrics.serve(int(os.environ.get("TUNEGATE_METRICS_PORT", "8080")))
 
 
+@contextmanager
+def _reported_failures(kind: str, body: dict[str, Any]) -> Iterator[None]:
+    """Bad specs and unreachable storage become a Warning event (and a metric), not a
+    crash; anything else is counted and re-raised for kopf to log."""
+    meta = body["metadata"]
+    try:
+        yield
+    except (ValidationError, StorageError) as exc:
+        reason = "InvalidSpec" if isinstance(exc, ValidationError) else "StorageUnavailable"
+        metrics.RECONCILE_ERRORS.labels(kind, reason).inc()
+        log.warning("%s %s/%s: %s: %s", kind, meta["namespace"], meta["name"], reason, exc)
+        kopf.event(cast(kopf.Body, body), type="Warning", reason=reason, message=str(exc)[:1000])
+    except Exception:
+        metrics.RECONCILE_ERRORS.labels(kind, "Unexpected").inc()
+        raise
+
+
+def _emitter(body: dict[str, Any]) -> Callable[[Event], None]:
+    return lambda e: kopf.event(
+        cast(kopf.Body, body), type=e.type, reason=e.reason, message=e.message
+    )
+
+
+def _log_transition(
+    kind: str, meta: Mapping[str, Any], previous: str | None, phase: str, reason: str = ""
+) -> None:
+    if previous != phase:
+        log.info(
+            "%s %s/%s: %s -> %s %s",
+            kind,
+            meta["namespace"],
+            meta["name"],
+            previous or "(new)",
+            phase,
+            reason,
+        )
+
+
 def _run(body: kopf.Body | dict[str, Any]) -> None:
     meta = body["metadata"]
     uid = meta["uid"]
@@ -77,49 +118,13 @@ def _run(body: kopf.Body | dict[str, Any]) -> None:
         if fresh is None or fresh["metadata"].get("deletionTimestamp"):
             metrics.PHASES.forget(uid)
             return
-        try:
-            outcome = reconcile(
-                fresh,
-                kube=kube,
-                settings=_settings(),
-                emit=lambda e: kopf.event(
-                    cast(kopf.Body, fresh), type=e.type, reason=e.reason, message=e.message
-                ),
+        with _reported_failures("FineTuneJob", fresh):
+            outcome = reconcile(fresh, kube=kube, settings=_settings(), emit=_emitter(fresh))
+            metrics.PHASES.set(uid, outcome.decision.phase)
+            _log_transition(
+                "finetunejob", fresh["metadata"], outcome.previous_phase, outcome.decision.phase
             )
-        except ValidationError as exc:
-            metrics.RECONCILE_ERRORS.labels("FineTuneJob", "InvalidSpec").inc()
-            log.warning("finetunejob %s: invalid spec: %s", meta["name"], exc)
-            kopf.event(
-                cast(kopf.Body, fresh),
-                type="Warning",
-                reason="InvalidSpec",
-                message=str(exc)[:1000],
-            )
-            return
-        except StorageError as exc:
-            metrics.RECONCILE_ERRORS.labels("FineTuneJob", "StorageUnavailable").inc()
-            log.warning("finetunejob %s: %s", meta["name"], exc)
-            kopf.event(
-                cast(kopf.Body, fresh),
-                type="Warning",
-                reason="StorageUnavailable",
-                message=str(exc),
-            )
-            return
-        except Exception:
-            metrics.RECONCILE_ERRORS.labels("FineTuneJob", "Unexpected").inc()
-            raise
-        decision = outcome.decision
-        metrics.PHASES.set(uid, decision.phase)
-        if outcome.previous_phase != decision.phase:
-            log.info(
-                "finetunejob %s/%s: %s -> %s",
-                meta["namespace"],
-                meta["name"],
-                outcome.previous_phase or "(new)",
-                decision.phase,
-            )
-        _observe_apply_to_pod(fresh, kube)
+            _observe_apply_to_pod(fresh, kube)
 
 
 def _observe_apply_to_pod(body: dict[str, Any], kube: Kube) -> None:
@@ -159,34 +164,13 @@ def _run_gate(namespace: str, name: str, uid: str) -> None:
         fresh = kube.read_custom("evalgates", namespace, name)
         if fresh is None or fresh["metadata"].get("deletionTimestamp"):
             return
-        body = cast(kopf.Body, fresh)
-        try:
-            outcome = reconcile_gate(
-                fresh,
-                kube=kube,
-                settings=_settings(),
-                emit=lambda e: kopf.event(body, type=e.type, reason=e.reason, message=e.message),
-            )
-        except ValidationError as exc:
-            metrics.RECONCILE_ERRORS.labels("EvalGate", "InvalidSpec").inc()
-            log.warning("evalgate %s/%s: invalid spec: %s", namespace, name, exc)
-            kopf.event(body, type="Warning", reason="InvalidSpec", message=str(exc)[:1000])
-            return
-        except StorageError as exc:
-            metrics.RECONCILE_ERRORS.labels("EvalGate", "StorageUnavailable").inc()
-            log.warning("evalgate %s/%s: %s", namespace, name, exc)
-            kopf.event(body, type="Warning", reason="StorageUnavailable", message=str(exc))
-            return
-        except Exception:
-            metrics.RECONCILE_ERRORS.labels("EvalGate", "Unexpected").inc()
-            raise
-        if outcome.previous_phase != outcome.decision.phase:
+        with _reported_failures("EvalGate", fresh):
+            outcome = reconcile_gate(fresh, kube=kube, settings=_settings(), emit=_emitter(fresh))
             reason = (outcome.decision.status.get("decision") or {}).get("reason", "")
-            log.info(
-                "evalgate %s/%s: %s -> %s %s",
-                namespace,
-                name,
-                outcome.previous_phase or "(new)",
+            _log_transition(
+                "evalgate",
+                fresh["metadata"],
+                outcome.previous_phase,
                 outcome.decision.phase,
                 reason,
             )
