@@ -18,7 +18,7 @@ from tunegate_operator.builders.eval_job import (
     eval_job_name,
     results_uri,
 )
-from tunegate_operator.decisions.conditions import merge_conditions
+from tunegate_operator.decisions.conditions import Cond, merge_conditions
 from tunegate_operator.decisions.evalgate import (
     CandidateProblem,
     CreateEvalJob,
@@ -141,6 +141,31 @@ def publish_report(
     s3.write_bytes(index_uri, page.encode(), content_type="text/html; charset=utf-8")
 
 
+def _promotion_failed(decision: Decision, message: str) -> Decision:
+    kept = tuple(c for c in decision.conditions if c.type != "Promoted")
+    return Decision(
+        "Failed", (*kept, Cond("Promoted", "False", "PromotionFailed", message)), decision.status
+    )
+
+
+def _promotion_refused(status: Mapping[str, Any], generation: int) -> bool:
+    return (
+        status.get("phase") == "Failed"
+        and status.get("observedGeneration") == generation
+        and any(
+            c.get("type") == "Promoted" and c.get("reason") == "PromotionFailed"
+            for c in status.get("conditions") or []
+        )
+    )
+
+
+def _conditions_of(status: Mapping[str, Any]) -> tuple[Cond, ...]:
+    return tuple(
+        Cond(str(c["type"]), c["status"], str(c.get("reason", "")), str(c.get("message", "")))
+        for c in status.get("conditions") or []
+    )
+
+
 def reconcile_gate(
     body: Mapping[str, Any], *, kube: Kube, settings: Settings, emit: Callable[[Event], None]
 ) -> GateOutcome:
@@ -151,6 +176,9 @@ def reconcile_gate(
     now = datetime.now(UTC)
     observed = observe(body, spec, kube=kube, s3=s3, gate=gate, now=now)
     decision = decide(spec, observed)
+    if _promotion_refused(status, gate.generation) and decision.actions:
+        # Not retried every few seconds: the spec must change (new generation) first.
+        decision = Decision("Failed", _conditions_of(status), decision.status)
     extra: dict[str, Any] = {}
     for action in decision.actions:
         if isinstance(action, CreateEvalJob) and isinstance(observed.candidate, Candidate):
@@ -168,7 +196,7 @@ def reconcile_gate(
                 )
             except PromotionError as exc:
                 emit(Event("Warning", "PromotionFailed", str(exc)))
-                decision = Decision("Failed", decision.conditions, decision.status)
+                decision = _promotion_failed(decision, str(exc))
                 continue
             extra["promoted"] = {
                 "uri": done.uri,

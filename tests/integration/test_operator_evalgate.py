@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from typing import Any
 
 import pytest
@@ -266,6 +267,11 @@ def test_tampered_adapter_is_not_promoted(
     wait_phase_of(cluster, namespace, "g", "Failed")
     events = [e for e in items(cluster, namespace, "events") if e["reason"] == "PromotionFailed"]
     assert events and "manifest says" in events[0]["message"]
+    st = get(cluster, namespace, "evalgate", "g")["status"]
+    assert condition(st, "Promoted")["reason"] == "PromotionFailed"
+    time.sleep(8)  # a refused promotion is not retried until the spec changes
+    again = [e for e in items(cluster, namespace, "events") if e["reason"] == "PromotionFailed"]
+    assert sum(e.get("count", 1) for e in again) == sum(e.get("count", 1) for e in events)
     with pytest.raises(s3.exceptions.NoSuchKey):
         s3.get_object(Bucket=BUCKET, Key=f"{prefix}/serving/promotion.json")
 
