@@ -20,16 +20,10 @@ from kubernetes import client, config, watch
 from tunegate_cluster.cluster import ClusterInfo, LocalCluster
 from tunegate_cluster.object_store import S3Access, s3_client
 from tunegate_cluster.operator_process import OperatorProcess
+from tunegate_operator.planner.shapes import SMOLLM2_135M
 
 COUNT = 100
-SMALL_MODEL = {
-    "hidden_size": 576,
-    "num_hidden_layers": 30,
-    "num_attention_heads": 9,
-    "num_key_value_heads": 3,
-    "intermediate_size": 1536,
-    "vocab_size": 49152,
-}
+SMALL_MODEL = SMOLLM2_135M
 
 
 def _percentile(values: list[float], q: float) -> float:

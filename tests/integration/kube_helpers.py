@@ -8,17 +8,10 @@ from typing import Any
 
 from tunegate_cluster.cluster import ClusterInfo
 from tunegate_cluster.processes import wait_until
+from tunegate_operator.planner.shapes import SMOLLM2_135M
 
 BUCKET = "tunegate"
-SMALL_MODEL = {
-    "hidden_size": 576,
-    "num_hidden_layers": 30,
-    "num_attention_heads": 9,
-    "num_key_value_heads": 3,
-    "intermediate_size": 1536,
-    "vocab_size": 49152,
-    "tie_word_embeddings": True,
-}
+SMALL_MODEL = SMOLLM2_135M
 
 
 def put_json(s3: Any, key: str, document: dict[str, Any]) -> None:

@@ -8,7 +8,7 @@ never promote.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -121,7 +121,14 @@ def _stamp(moment: datetime) -> str:
 
 
 def decide(spec: EvalGateSpec, observed: Observed, *, samples_seed: int = 0) -> Decision:
-    previous = observed.status.get("phase")
+    """Events mark transitions: they are kept only when the phase changes."""
+    decision = _decide(spec, observed, samples_seed=samples_seed)
+    if decision.phase == observed.status.get("phase"):
+        return replace(decision, events=())
+    return decision
+
+
+def _decide(spec: EvalGateSpec, observed: Observed, *, samples_seed: int) -> Decision:
     candidate = observed.candidate
     if isinstance(candidate, CandidateProblem):
         phase: Phase = "WaitingForCandidate" if candidate.waiting else "Failed"
@@ -134,9 +141,7 @@ def decide(spec: EvalGateSpec, observed: Observed, *, samples_seed: int = 0) -> 
                     candidate.reason,
                     candidate.message,
                 ),
-            )
-            if previous != phase
-            else (),
+            ),
         )
     ready = Cond("CandidateReady", "True", "Ready", f"judging {candidate.source}")
 
@@ -158,7 +163,7 @@ def decide(spec: EvalGateSpec, observed: Observed, *, samples_seed: int = 0) -> 
                         "decidedAt": _stamp(observed.now),
                     }
                 },
-                events=(Event("Warning", "EvalError", message),) if previous != "Failed" else (),
+                events=(Event("Warning", "EvalError", message),),
             )
         return Decision(
             "Evaluating",
@@ -172,9 +177,7 @@ def decide(spec: EvalGateSpec, observed: Observed, *, samples_seed: int = 0) -> 
                 ),
             ),
             actions=() if job is not None else (CreateEvalJob(),),
-            events=(Event("Normal", "Evaluating", "eval job started"),)
-            if previous != "Evaluating"
-            else (),
+            events=(Event("Normal", "Evaluating", "eval job started"),),
         )
 
     try:
@@ -191,7 +194,7 @@ def decide(spec: EvalGateSpec, observed: Observed, *, samples_seed: int = 0) -> 
             "Failed",
             (ready, Cond("Evaluated", "False", "EvalError", message)),
             status={"decision": {"verdict": "Error", "reason": message}},
-            events=(Event("Warning", "EvalError", message),) if previous != "Failed" else (),
+            events=(Event("Warning", "EvalError", message),),
         )
     status: dict[str, Any] = {
         "results": _rows(gate),
@@ -216,7 +219,7 @@ def decide(spec: EvalGateSpec, observed: Observed, *, samples_seed: int = 0) -> 
             phase,
             (ready, evaluated, held),
             status=status,
-            events=(Event("Warning", gate.verdict, gate.reason),) if previous != phase else (),
+            events=(Event("Warning", gate.verdict, gate.reason),),
         )
     if spec.promotion is None:
         return Decision(
@@ -229,7 +232,7 @@ def decide(spec: EvalGateSpec, observed: Observed, *, samples_seed: int = 0) -> 
                 ),
             ),
             status=status,
-            events=(Event("Normal", "Pass", gate.reason),) if previous != "Passed" else (),
+            events=(Event("Normal", "Pass", gate.reason),),
         )
     approved = observed.annotations.get(APPROVE_ANNOTATION, "").lower() == "true"
     if spec.promotion.mode == "manual" and not approved:
@@ -241,9 +244,7 @@ def decide(spec: EvalGateSpec, observed: Observed, *, samples_seed: int = 0) -> 
             "AwaitingApproval",
             (ready, evaluated, Cond("Promoted", "False", "AwaitingApproval", message)),
             status=status,
-            events=(Event("Normal", "AwaitingApproval", message),)
-            if previous != "AwaitingApproval"
-            else (),
+            events=(Event("Normal", "AwaitingApproval", message),),
         )
     if observed.promoted_sha256 is not None and candidate.sha256 in (
         None,
@@ -257,7 +258,7 @@ def decide(spec: EvalGateSpec, observed: Observed, *, samples_seed: int = 0) -> 
             "Promoted",
             (ready, evaluated, Cond("Promoted", "True", "Promoted", message)),
             status=status,
-            events=(Event("Normal", "Promoted", message),) if previous != "Promoted" else (),
+            events=(Event("Normal", "Promoted", message),),
         )
     return Decision(
         "AwaitingApproval" if spec.promotion.mode == "manual" else "Evaluating",

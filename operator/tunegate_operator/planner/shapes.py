@@ -94,3 +94,15 @@ LLAMA_2_7B: dict[str, Any] = {
     "vocab_size": 32000,
     "tie_word_embeddings": False,
 }
+
+
+# SmolLM2-135M's config: small enough for CPU tests and benchmarks.
+SMOLLM2_135M: dict[str, Any] = {
+    "hidden_size": 576,
+    "num_hidden_layers": 30,
+    "num_attention_heads": 9,
+    "num_key_value_heads": 3,
+    "intermediate_size": 1536,
+    "vocab_size": 49152,
+    "tie_word_embeddings": True,
+}
