@@ -103,4 +103,61 @@ def promote(
     )
 
 
-__all__ = ["Promoted", "PromotionError", "StorageError", "current", "promote", "tree_digest"]
+def roll_back(s3: S3, *, promotion_uri: str, failed_sha256: str, gate: str) -> Promoted:
+    """Serve the previous version again, keeping the failed one under `.history/`.
+    Repeatable: when the failed version is no longer current, it was already done."""
+    root = promotion_uri.rstrip("/")
+    record = current(s3, root) or {}
+    entry = record.get("current") or {}
+    if entry.get("sha256") != failed_sha256:
+        if entry.get("sha256") and failed_sha256 in _shas(record.get("rolledBack")):
+            return _promoted(root, entry, failed_sha256)
+        raise PromotionError(
+            f"{root} no longer serves {failed_sha256[:12]}; another promotion replaced it"
+        )
+    previous = list(record.get("previous") or [])
+    if not previous:
+        raise PromotionError(f"{root} has no previous version to restore")
+    restore = previous[0]
+    archive = f"{root}/{HISTORY}/{restore['sha256'][:12]}"
+    for name, digest in restore.get("files", {}).items():
+        if s3.sha256(f"{archive}/{name}") != digest:
+            raise PromotionError(f"{archive}/{name} does not match its recorded sha256")
+    failed_archive = f"{root}/{HISTORY}/{failed_sha256[:12]}"
+    for name in entry.get("files", {}):
+        s3.copy(f"{root}/{name}", f"{failed_archive}/{name}")
+    for name in restore.get("files", {}):
+        s3.copy(f"{archive}/{name}", f"{root}/{name}")
+    for stale in set(s3.list_files(root)) - set(restore.get("files", {})) - {RECORD}:
+        if not stale.startswith(f"{HISTORY}/"):
+            s3.delete(f"{root}/{stale}")
+    at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    failed = {**entry, "rolledBackAt": at, "rolledBackBy": gate}
+    s3.write_json(
+        f"{root}/{RECORD}",
+        {
+            "current": {**restore, "restoredAt": at},
+            "previous": previous[1:],
+            "rolledBack": [failed, *(record.get("rolledBack") or [])][:20],
+        },
+    )
+    return _promoted(root, {**restore, "at": at}, failed_sha256)
+
+
+def _shas(entries: Any) -> set[str]:
+    return {str(e.get("sha256")) for e in entries or []}
+
+
+def _promoted(root: str, entry: Mapping[str, Any], replaced: str) -> Promoted:
+    return Promoted(root, entry["sha256"], entry.get("source", ""), replaced, entry.get("at", ""))
+
+
+__all__ = [
+    "Promoted",
+    "PromotionError",
+    "StorageError",
+    "current",
+    "promote",
+    "roll_back",
+    "tree_digest",
+]

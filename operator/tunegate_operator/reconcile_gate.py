@@ -32,6 +32,7 @@ from tunegate_operator.decisions.finetunejob import Event
 from tunegate_operator.k8s_io import Kube
 from tunegate_operator.promotion import PromotionError, current, promote
 from tunegate_operator.reconcile import status_changed
+from tunegate_operator.reconcile_reevaluation import reevaluate
 from tunegate_operator.s3_io import S3
 from tunegate_operator.settings import Settings
 
@@ -83,7 +84,7 @@ def observe(
     candidate = resolve_candidate(spec, gate.namespace, kube)
     results = None
     job = None
-    promoted_sha = None
+    promoted_sha = superseded_by = None
     if isinstance(candidate, Candidate):
         job = kube.job_view(gate.namespace, eval_job_name(gate))
         results = s3.read_json(results_uri(candidate, gate))
@@ -92,6 +93,12 @@ def observe(
             entry = record.get("current") or {}
             if entry.get("source") == candidate.adapter_uri:
                 promoted_sha = entry.get("sha256")
+            elif any(
+                e.get("source") == candidate.adapter_uri
+                for e in [*(record.get("previous") or []), *(record.get("rolledBack") or [])]
+            ):
+                # Promoted once and replaced since: another gate owns the URI now.
+                superseded_by = str(entry.get("source") or "another version")
     return Observed(
         now=now,
         generation=gate.generation,
@@ -101,6 +108,7 @@ def observe(
         eval_job=job,
         results=results,
         promoted_sha256=promoted_sha,
+        superseded_by=superseded_by,
     )
 
 
@@ -159,6 +167,12 @@ def _promotion_refused(status: Mapping[str, Any], generation: int) -> bool:
     )
 
 
+def _rolled_back(status: Mapping[str, Any], generation: int) -> bool:
+    """A re-evaluation restored the previous version: this generation's candidate is
+    not promoted again until the spec changes."""
+    return status.get("phase") == "RolledBack" and status.get("observedGeneration") == generation
+
+
 def _conditions_of(status: Mapping[str, Any]) -> tuple[Cond, ...]:
     return tuple(
         Cond(str(c["type"]), c["status"], str(c.get("reason", "")), str(c.get("message", "")))
@@ -179,6 +193,8 @@ def reconcile_gate(
     if _promotion_refused(status, gate.generation) and decision.actions:
         # Not retried every few seconds: the spec must change (new generation) first.
         decision = Decision("Failed", _conditions_of(status), decision.status)
+    if _rolled_back(status, gate.generation):
+        decision = Decision("RolledBack", _conditions_of(status), decision.status)
     extra: dict[str, Any] = {}
     for action in decision.actions:
         if isinstance(action, CreateEvalJob) and isinstance(observed.candidate, Candidate):
@@ -229,6 +245,41 @@ def reconcile_gate(
                 decision_status=decision.status,
             )
             extra["report"] = report
+    if (
+        spec.reevaluate is not None
+        and spec.promotion is not None
+        and decision.phase == "Promoted"
+        and isinstance(observed.candidate, Candidate)
+    ):
+        outcome = reevaluate(
+            spec,
+            spec.reevaluate,
+            status={**status, **extra},
+            gate=gate,
+            candidate=observed.candidate,
+            kube=kube,
+            s3=s3,
+            settings=settings,
+            now=now,
+            emit=emit,
+        )
+        extra["reevaluation"] = outcome.state
+        reeval_conditions = (outcome.condition,) if outcome.condition else ()
+        if outcome.rolled_back and outcome.promoted is not None:
+            extra["promoted"] = outcome.promoted
+            decision = Decision(
+                "RolledBack",
+                (
+                    *(c for c in decision.conditions if c.type != "Promoted"),
+                    Cond("Promoted", "False", "RolledBack", str(outcome.state.get("lastReason"))),
+                    *reeval_conditions,
+                ),
+                decision.status,
+            )
+        else:
+            decision = replace(decision, conditions=(*decision.conditions, *reeval_conditions))
+    elif _rolled_back(status, gate.generation) and status.get("reevaluation"):
+        extra["reevaluation"] = status["reevaluation"]
     for event in decision.events:
         emit(event)
     if "results" in decision.status and status.get("phase") != decision.phase:

@@ -62,8 +62,10 @@ def succeeded_run(cluster: ClusterInfo, s3: Any, namespace: str, prefix: str, na
     return f"s3://{BUCKET}/{out}/adapter"
 
 
-def gate(name: str, run: str, promotion: str, *, mode: str = "auto") -> dict[str, Any]:
-    return {
+def gate(
+    name: str, run: str, promotion: str, *, mode: str = "auto", **extra: Any
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
         "apiVersion": "tunegate.dev/v1alpha1",
         "kind": "EvalGate",
         "metadata": {"name": name},
@@ -104,15 +106,24 @@ def gate(name: str, run: str, promotion: str, *, mode: str = "auto") -> dict[str
             "resources": {"gpus": 0, "nodeSelector": {"tunegate.dev/pool": "cpu"}},
         },
     }
+    body["spec"].update(extra)
+    return body
 
 
 def play_eval_pod(
-    cluster: ClusterInfo, s3: Any, namespace: str, name: str, rates: dict[str, tuple[float, float]]
+    cluster: ClusterInfo,
+    s3: Any,
+    namespace: str,
+    name: str,
+    rates: dict[str, tuple[float, float]],
+    *,
+    job_name: str | None = None,
+    timeout: float = 60,
 ) -> dict[str, Any]:
     """Write the per-item scores the eval pod would have written."""
     import numpy as np
 
-    job = wait_job(cluster, namespace, f"{name}-eval-1")
+    job = wait_job(cluster, namespace, job_name or f"{name}-eval-1", timeout=timeout)
     container = job["spec"]["template"]["spec"]["containers"][0]
     assert container["command"][-1] == "eval"
     assert "nvidia.com/gpu" not in json.dumps(container["resources"])
@@ -207,6 +218,16 @@ def test_passing_gate_promotes_with_verified_copy_history_and_configmap(
         Bucket=BUCKET, Prefix=f"{prefix}/serving/.history/{record['current']['sha256'][:12]}/"
     )
     assert archived.get("KeyCount") == 2
+    # The first gate sees it was replaced and does not take the URI back.
+    st1 = wait_phase_of(cluster, namespace, "g1", "Superseded")
+    assert second in condition(st1, "Promoted")["message"]
+    time.sleep(6)
+    assert (
+        json.loads(
+            s3.get_object(Bucket=BUCKET, Key=f"{prefix}/serving/promotion.json")["Body"].read()
+        )["current"]["source"]
+        == second
+    )
 
 
 def test_forgetful_candidate_is_rejected_and_never_promoted(
@@ -274,6 +295,54 @@ def test_tampered_adapter_is_not_promoted(
     assert sum(e.get("count", 1) for e in again) == sum(e.get("count", 1) for e in events)
     with pytest.raises(s3.exceptions.NoSuchKey):
         s3.get_object(Bucket=BUCKET, Key=f"{prefix}/serving/promotion.json")
+
+
+def test_scheduled_reevaluation_that_fails_restores_the_previous_version(
+    operator: Any, crds: ClusterInfo, s3: Any, namespace: str, prefix: str
+) -> None:
+    cluster = crds
+    promotion = f"s3://{BUCKET}/{prefix}/serving"
+    first = succeeded_run(cluster, s3, namespace, prefix, "first")
+    apply(cluster, namespace, gate("g1", "first", promotion))
+    play_eval_pod(cluster, s3, namespace, "g1", GOOD)
+    first_sha = wait_phase_of(cluster, namespace, "g1", "Promoted")["promoted"]["sha256"]
+    succeeded_run(cluster, s3, namespace, prefix, "second")
+    reevaluate = {"schedule": "* * * * *", "rollbackOnFail": True}
+    apply(cluster, namespace, gate("g2", "second", promotion, reevaluate=reevaluate))
+    play_eval_pod(cluster, s3, namespace, "g2", GOOD)
+    st = wait_phase_of(cluster, namespace, "g2", "Promoted")
+    second_sha = st["promoted"]["sha256"]
+    assert st["reevaluation"]["nextAt"] > st["promoted"]["at"]
+
+    # At the next minute the served adapter is judged again, and now it forgets.
+    config = play_eval_pod(
+        cluster, s3, namespace, "g2", FORGETFUL, job_name="g2-eval-1-r1", timeout=90
+    )
+    assert config["adapter"] == promotion
+    assert config["results"].endswith("/evals/g2-g1-r1/results.json")
+    st = wait_phase_of(cluster, namespace, "g2", "RolledBack")
+    assert st["reevaluation"]["lastVerdict"] == "Fail" and st["reevaluation"]["round"] == 1
+    assert st["promoted"]["sha256"] == first_sha and st["promoted"]["previous"] == second_sha
+    assert condition(st, "Promoted")["reason"] == "RolledBack"
+    record = json.loads(
+        s3.get_object(Bucket=BUCKET, Key=f"{prefix}/serving/promotion.json")["Body"].read()
+    )
+    assert record["current"]["sha256"] == first_sha
+    assert record["rolledBack"][0]["sha256"] == second_sha
+    for file in ("adapter_config.json", "adapter_model.safetensors"):
+        original = s3.get_object(
+            Bucket=BUCKET, Key=f"{first.removeprefix(f's3://{BUCKET}/')}/{file}"
+        )["Body"].read()
+        served = s3.get_object(Bucket=BUCKET, Key=f"{prefix}/serving/{file}")["Body"].read()
+        assert served == original
+    kept = s3.list_objects_v2(Bucket=BUCKET, Prefix=f"{prefix}/serving/.history/{second_sha[:12]}/")
+    assert kept.get("KeyCount") == 2
+    assert get(cluster, namespace, "configmap", "g2-serving")["data"]["sha256"] == first_sha
+    reasons = [e["reason"] for e in items(cluster, namespace, "events")]
+    assert "RolledBack" in reasons and "ReevaluationFail" in reasons
+    time.sleep(8)  # the rolled-back candidate is not promoted again
+    again = get(cluster, namespace, "evalgate", "g2")["status"]
+    assert again["phase"] == "RolledBack" and again["promoted"]["sha256"] == first_sha
 
 
 def wait_phase_of(

@@ -65,20 +65,27 @@ class Scorer:
     def _encode(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def continuation_logprob(self, context: str, continuation: str) -> float:
-        # Tokenise the pair together and split, so merges across the boundary match
-        # how the text would really be tokenised (lm-evaluation-harness does the same).
-        whole = self._encode(context + continuation)
-        context_ids = self._encode(context)
-        ids = torch.tensor([whole])
-        logprobs = self.model(ids).logits[0, :-1].float().log_softmax(-1)
-        targets = ids[0, 1:]
-        picked = logprobs[torch.arange(len(targets)), targets]
-        return float(picked[len(context_ids) - 1 :].sum())
+    def continuation_logprobs(self, context: str, continuations: list[str]) -> list[float]:
+        """Summed log-probability of each continuation after context, all in one batch."""
+        # Tokenise each pair together and split, so merges across the boundary match how
+        # the text would really be tokenised (lm-evaluation-harness does the same).
+        context_length = len(self._encode(context))
+        sequences = [self._encode(context + c) for c in continuations]
+        width = max(len(s) for s in sequences)
+        # Right padding: causal attention keeps every real position's logits unchanged.
+        ids = torch.tensor([s + [0] * (width - len(s)) for s in sequences])
+        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in sequences])
+        logprobs = self.model(input_ids=ids, attention_mask=mask).logits[:, :-1]
+        logprobs = logprobs.float().log_softmax(-1)
+        picked = logprobs.gather(-1, ids[:, 1:, None])[..., 0]
+        return [
+            float(picked[row, context_length - 1 : len(sequence) - 1].sum())
+            for row, sequence in enumerate(sequences)
+        ]
 
     def multiple_choice(self, item: dict[str, Any]) -> float:
         context = f"Question: {item['question']}\nAnswer:"
-        scores = [self.continuation_logprob(context, f" {c}") for c in item["choices"]]
+        scores = self.continuation_logprobs(context, [f" {c}" for c in item["choices"]])
         return float(int(max(range(len(scores)), key=scores.__getitem__)) == int(item["answer"]))
 
     def generate(self, prompt: str, max_new_tokens: int) -> str:

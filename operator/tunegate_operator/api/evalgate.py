@@ -31,6 +31,8 @@ Phase = Literal[
     "Passed",
     "Held",
     "Rejected",
+    "RolledBack",
+    "Superseded",
     "Failed",
 ]
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -292,12 +294,35 @@ class PromotedStatus(ApiModel):
     """When (RFC 3339)."""
 
 
+class ReevaluationStatus(ApiModel):
+    """Scheduled re-evaluation of the promoted adapter."""
+
+    round: int = 0
+    """How many re-evaluations have started."""
+    active: bool = False
+    """A re-evaluation is running."""
+    scheduled_at: str | None = None
+    """The schedule time the latest round belongs to (RFC 3339)."""
+    next_at: str | None = None
+    """When the next round is due (RFC 3339)."""
+    sha256: str | None = None
+    """Digest of the served adapter the latest round judges."""
+    last_verdict: Literal["Pass", "Fail", "Inconclusive", "Error"] | None = None
+    """Verdict of the latest finished round."""
+    last_reason: str | None = None
+    """Why, in a sentence."""
+    last_finished_at: str | None = None
+    """When the latest round finished (RFC 3339)."""
+
+
 class EvalGateStatus(ApiModel):
     """Observed state, written only by the operator."""
 
     phase: Phase | None = None
     """Pending, WaitingForCandidate, Evaluating, AwaitingApproval, Promoted, Passed (no
-    promotion configured), Held (Inconclusive), Rejected (Fail) or Failed (error)."""
+    promotion configured), Held (Inconclusive), Rejected (Fail), RolledBack (a scheduled
+    re-evaluation failed and the previous version was restored), Superseded (promoted, then
+    replaced at promotion.uri by another gate) or Failed (error)."""
     observed_generation: int | None = None
     """The .metadata.generation this status reflects."""
     conditions: list[Condition] = Field(
@@ -315,3 +340,5 @@ class EvalGateStatus(ApiModel):
     """Promotion record."""
     report: str | None = None
     """URI of the HTML report."""
+    reevaluation: ReevaluationStatus | None = None
+    """Scheduled re-evaluation state (spec.reevaluate)."""

@@ -22,6 +22,11 @@ class GateRef:
     name: str
     uid: str
     generation: int
+    round: int = 0  # 0: the gate's own evaluation; n: the n-th scheduled re-evaluation
+
+    @property
+    def suffix(self) -> str:
+        return f"{self.generation}" if not self.round else f"{self.generation}-r{self.round}"
 
 
 @dataclass(frozen=True)
@@ -32,18 +37,19 @@ class Candidate:
     base_model_uri: str
     sha256: str | None  # from the FineTuneJob's manifest, when there is one
     source: str  # "FineTuneJob <name>" or the adapter URI
+    results_root: str | None = None  # re-evaluations keep results beside the original's
 
     def evals_root(self) -> str:
         """Results live next to the adapter's run: <run>/evals/."""
-        return self.adapter_uri.rstrip("/").rsplit("/", 1)[0] + "/evals"
+        return self.results_root or self.adapter_uri.rstrip("/").rsplit("/", 1)[0] + "/evals"
 
 
 def results_uri(candidate: Candidate, gate: GateRef) -> str:
-    return f"{candidate.evals_root()}/{gate.name}-g{gate.generation}/results.json"
+    return f"{candidate.evals_root()}/{gate.name}-g{gate.suffix}/results.json"
 
 
 def eval_job_name(gate: GateRef) -> str:
-    return f"{gate.name}-eval-{gate.generation}"
+    return f"{gate.name}-eval-{gate.suffix}"
 
 
 def eval_config(

@@ -37,7 +37,8 @@ class Observed:
     candidate: Candidate | CandidateProblem
     eval_job: JobView | None = None
     results: Mapping[str, Any] | None = None  # the eval command's results.json
-    promoted_sha256: str | None = None  # what promotion.uri serves now
+    promoted_sha256: str | None = None  # what promotion.uri serves now, if this candidate
+    superseded_by: str | None = None  # promotion.uri moved on from this candidate to that
 
 
 @dataclass(frozen=True)
@@ -245,6 +246,17 @@ def _decide(spec: EvalGateSpec, observed: Observed, *, samples_seed: int) -> Dec
             (ready, evaluated, Cond("Promoted", "False", "AwaitingApproval", message)),
             status=status,
             events=(Event("Normal", "AwaitingApproval", message),),
+        )
+    if observed.superseded_by is not None:
+        message = (
+            f"{spec.promotion.uri} has since been given {observed.superseded_by}; "
+            f"{candidate.source} is kept in its history and not promoted again"
+        )
+        return Decision(
+            "Superseded",
+            (ready, evaluated, Cond("Promoted", "False", "Superseded", message)),
+            status=status,
+            events=(Event("Normal", "Superseded", message),),
         )
     if observed.promoted_sha256 is not None and candidate.sha256 in (
         None,
