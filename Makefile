@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha256s
 WHEELHOUSE ?= $(HOME)/.cache/tunegate/wheels
 EXTRAS := .[operator,trainer,dev]
 
-.PHONY: setup venv binaries smollm2 cluster test lint typecheck unit integration bench clean
+.PHONY: setup venv binaries smollm2 cluster demo test lint typecheck unit integration bench clean
 
 setup: venv binaries smollm2
 
@@ -45,6 +45,11 @@ smollm2: venv
 
 cluster: setup
 	$(BIN)/tunegate-cluster up
+
+# Installs the chart, runs the operator with its RBAC and fine-tunes SmolLM2-135M on
+# this CPU: a gentle run the gate promotes and a forgetting one it refuses (~15 min).
+demo: setup
+	$(BIN)/tunegate-cluster demo
 
 lint: venv
 	$(BIN)/ruff check .

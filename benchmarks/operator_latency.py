@@ -17,6 +17,7 @@ from typing import Any
 
 from kubernetes import client, config, watch
 
+from tunegate_cluster import chart
 from tunegate_cluster.cluster import ClusterInfo, LocalCluster
 from tunegate_cluster.object_store import S3Access, s3_client
 from tunegate_cluster.operator_process import OperatorProcess
@@ -83,18 +84,7 @@ def run(info: ClusterInfo) -> dict[str, float]:
     root = Path(__file__).resolve().parents[1]
     info.kubectl("apply", "--server-side", "-f", str(root / "crds"))
     info.kubectl("wait", "--for=condition=Established", "crd/finetunejobs.tunegate.dev")
-    info.kubectl(
-        "apply",
-        "-f",
-        "-",
-        stdin=json.dumps(
-            {
-                "apiVersion": "kopf.dev/v1",
-                "kind": "ClusterKopfPeering",
-                "metadata": {"name": "tunegate"},
-            }
-        ),
-    )
+    chart.install(info, {"operator.replicas": 0})  # the peering object, as in production
     s3 = s3_client(
         S3Access(info.s3_endpoint, info.s3_access_key, info.s3_secret_key, info.s3_bucket)
     )

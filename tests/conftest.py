@@ -5,7 +5,6 @@ Set TUNEGATE_CLUSTER=<state-dir>/cluster.json to reuse one started by `make clus
 
 from __future__ import annotations
 
-import json
 import os
 import uuid
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ from typing import Any
 import pytest
 from kubernetes import client, config
 
+from tunegate_cluster import chart
 from tunegate_cluster.cluster import ClusterInfo, LocalCluster
 from tunegate_cluster.object_store import S3Access, s3_client
 from tunegate_cluster.operator_process import OperatorProcess
@@ -109,24 +109,39 @@ def crds(cluster: ClusterInfo) -> ClusterInfo:
         timeout=30,
         what="FineTuneJob discovery",
     )
-    peering = {
-        "apiVersion": "kopf.dev/v1",
-        "kind": "ClusterKopfPeering",
-        "metadata": {"name": "tunegate"},
-    }
-    result = cluster.kubectl("apply", "-f", "-", stdin=json.dumps(peering))
-    assert result.returncode == 0, result.stderr
     return cluster
+
+
+@pytest.fixture(scope="session")
+def operator_kubeconfig(crds: ClusterInfo, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The chart installed (RBAC, ServiceAccounts, peering; no operator pod: tests run
+    the operator as a process) and a kubeconfig holding the operator
+    ServiceAccount's token, so every operator test runs with exactly the chart's RBAC."""
+    chart.install(
+        crds,
+        {
+            "operator.replicas": 0,
+            "s3.endpoint": crds.s3_endpoint,
+            "s3.credentialsSecret": "tunegate-s3",
+        },
+    )
+    return chart.service_account_kubeconfig(crds, tmp_path_factory.mktemp("sa") / "kubeconfig")
 
 
 @pytest.fixture
 def operator(
-    crds: ClusterInfo, tmp_path: Path, request: pytest.FixtureRequest
+    crds: ClusterInfo,
+    operator_kubeconfig: Path,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
 ) -> Iterator[OperatorProcess]:
-    process = OperatorProcess(crds, tmp_path)
+    process = OperatorProcess(crds, tmp_path, KUBECONFIG=str(operator_kubeconfig))
     process.start()
     yield process
     process.stop()
     report = getattr(request.node, "rep_call", None)
     if report is not None and report.failed:
         print(f"\n===== operator log =====\n{process.log_tail(120)}")
+    # No secret value may reach a log line.
+    log = process.log_path.read_text(errors="replace")
+    assert crds.s3_secret_key not in log, "the S3 secret key appears in the operator log"

@@ -115,6 +115,14 @@ class S3:
         except (ClientError, BotoCoreError) as exc:
             raise StorageError(f"S3 copy {source} -> {target} failed: {exc}") from None
 
+    def read_bytes(self, uri: str) -> bytes:
+        bucket, key = split_uri(uri)
+        try:
+            body: bytes = self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError(f"S3 refused GET {uri}: {exc}") from None
+        return body
+
     def sha256(self, uri: str) -> str:
         bucket, key = split_uri(uri)
         digest = hashlib.sha256()

@@ -6,7 +6,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -168,7 +171,7 @@ def play_eval_pod(
 
 
 def test_passing_gate_promotes_with_verified_copy_history_and_configmap(
-    operator: Any, crds: ClusterInfo, s3: Any, namespace: str, prefix: str
+    operator: Any, crds: ClusterInfo, s3: Any, namespace: str, prefix: str, tmp_path: Path
 ) -> None:
     cluster = crds
     adapter = succeeded_run(cluster, s3, namespace, prefix, "good")
@@ -200,6 +203,11 @@ def test_passing_gate_promotes_with_verified_copy_history_and_configmap(
     assert "general" in page and "Pass" in page and 'src="task.png"' in page
     plot = s3.get_object(Bucket=BUCKET, Key=index.replace("index.html", "task.png"))
     assert plot["Body"].read().startswith(b"\x89PNG")
+    fetched = plugin(cluster, "report", "g1", "-n", namespace, "-o", str(tmp_path / "report"))
+    assert fetched.returncode == 0, fetched.stderr
+    assert "decision: Pass" in fetched.stdout and "general" in fetched.stdout
+    assert (tmp_path / "report" / "index.html").read_text() == page
+    assert (tmp_path / "report" / "task.png").read_bytes().startswith(b"\x89PNG")
     described = cluster.kubectl("describe", "evalgate", "g1", "-n", namespace).stdout
     assert "Verdict" in described and "general" in described
 
@@ -254,12 +262,10 @@ def test_manual_mode_waits_for_approval(
     st = wait_phase_of(cluster, namespace, "g", "AwaitingApproval")
     assert "tunegate.dev/approve=true" in condition(st, "Promoted")["message"]
     assert s3.list_objects_v2(Bucket=BUCKET, Prefix=f"{prefix}/serving/").get("KeyCount") == 0
-    assert (
-        cluster.kubectl(
-            "annotate", "evalgate", "g", "-n", namespace, "tunegate.dev/approve=true"
-        ).returncode
-        == 0
-    )
+    # Through the kubectl plugin, found on PATH as kubectl-tunegate.
+    approved = plugin(cluster, "approve", "g", "-n", namespace)
+    assert approved.returncode == 0, approved.stderr
+    assert "approved; the operator promotes it now" in approved.stdout
     wait_phase_of(cluster, namespace, "g", "Promoted")
 
 
@@ -343,6 +349,20 @@ def test_scheduled_reevaluation_that_fails_restores_the_previous_version(
     time.sleep(8)  # the rolled-back candidate is not promoted again
     again = get(cluster, namespace, "evalgate", "g2")["status"]
     assert again["phase"] == "RolledBack" and again["promoted"]["sha256"] == first_sha
+
+
+def plugin(cluster: ClusterInfo, *args: str) -> subprocess.CompletedProcess[str]:
+    """`kubectl tunegate ...`: kubectl finds the plugin on PATH (the venv's bin)."""
+    env = {**os.environ, **cluster.env()}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    return subprocess.run(
+        [f"{cluster.bin_dir}/kubectl", "tunegate", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def wait_phase_of(

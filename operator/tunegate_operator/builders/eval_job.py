@@ -117,6 +117,8 @@ def eval_job(
         tolerations.append(dict(GPU_TOLERATION))
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
+        # Training, audit and eval pods never call the Kubernetes API.
+        "automountServiceAccountToken": False,
         "nodeSelector": dict(spec.resources.node_selector),
         "tolerations": tolerations,
         "containers": [

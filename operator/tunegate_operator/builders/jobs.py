@@ -131,6 +131,8 @@ def audit_job(spec: FineTuneJobSpec, *, run: RunRef, settings: Settings) -> dict
     }
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
+        # Training, audit and eval pods never call the Kubernetes API.
+        "automountServiceAccountToken": False,
         "containers": [container],
         "nodeSelector": dict(settings.audit_placement.node_selector),
         "tolerations": list(settings.audit_placement.tolerations),
@@ -233,6 +235,8 @@ def training_job(
         tolerations.append(dict(GPU_TOLERATION))
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
+        # Training, audit and eval pods never call the Kubernetes API.
+        "automountServiceAccountToken": False,
         "containers": [container],
         "nodeSelector": dict(spec.resources.node_selector),
         "tolerations": tolerations,

@@ -10,7 +10,7 @@ import threading
 import time
 from pathlib import Path
 
-from tunegate_cluster.cluster import LocalCluster, ensure_binaries
+from tunegate_cluster.cluster import ClusterInfo, LocalCluster, ensure_binaries
 
 
 def _up(state_dir: Path) -> int:
@@ -41,18 +41,47 @@ def _up(state_dir: Path) -> int:
     return 0
 
 
+def _demo(state_dir: Path) -> int:
+    from tunegate_cluster.demo import run_demo
+
+    reuse = state_dir / "cluster.json"
+    workdir = state_dir / "demo"
+    workdir.mkdir(parents=True, exist_ok=True)
+    if reuse.exists() and _alive(ClusterInfo.load(reuse)):
+        print(f"using the running local cluster ({reuse})", flush=True)
+        run_demo(ClusterInfo.load(reuse), workdir, say=_say)
+        return 0
+    cluster = LocalCluster(state_dir=state_dir)
+    with cluster as info:
+        print(f"local cluster started in {cluster.startup_seconds:.1f}s", flush=True)
+        run_demo(info, workdir, say=_say)
+    return 0
+
+
+def _alive(info: ClusterInfo) -> bool:
+    return info.kubectl("get", "--raw=/readyz", "--request-timeout=3s").returncode == 0
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tunegate-cluster", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("build", help="build or reuse the cached control-plane binaries")
     up = sub.add_parser("up", help="start the local cluster and keep it running")
     up.add_argument("--state-dir", type=Path, default=Path(".tunegate/cluster"))
+    demo = sub.add_parser("demo", help="run the end-to-end demo (starts a cluster if none runs)")
+    demo.add_argument("--state-dir", type=Path, default=Path(".tunegate/cluster"))
     args = parser.parse_args(argv)
     if args.command == "build":
         started = time.monotonic()
         print(ensure_binaries())
         print(f"binaries ready in {time.monotonic() - started:.1f}s", file=sys.stderr)
         return 0
+    if args.command == "demo":
+        return _demo(args.state_dir.resolve())
     return _up(args.state_dir.resolve())
 
 
