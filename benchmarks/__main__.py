@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import sys
 
-from benchmarks import operator_latency, trainer_throughput
+from benchmarks import eval_speed, operator_latency, trainer_throughput
 
-BENCHMARKS = {"operator": operator_latency.main, "trainer": trainer_throughput.main}
+BENCHMARKS = {
+    "operator": operator_latency.main,
+    "trainer": trainer_throughput.main,
+    "eval": eval_speed.main,
+}
 
 
 def main() -> None:

@@ -1,0 +1,127 @@
+"""The demo, asserted: the chart installed, the operator running with the chart's
+RBAC, two real SmolLM2-135M fine-tunes on this CPU, and two gates. The gentle run
+(low learning rate, replay) must Pass and be promoted; the forgetting run (high
+learning rate, every layer, no replay) must Fail on retention or drift and leave
+serving alone. This is also the EvalGate efficacy scenario on a real model."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tunegate_cluster.cluster import ClusterInfo
+from tunegate_cluster.demo import NAMESPACE, run_demo
+from tunegate_cluster.object_store import S3Access, s3_client
+
+GENTLE, FORGETFUL = "demo-nimbus", "demo-nimbus-forgetful"
+
+
+@pytest.fixture(scope="module")
+def demo(crds: ClusterInfo, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    lines: list[str] = []
+    workdir = tmp_path_factory.mktemp("demo")
+    result = run_demo(crds, workdir, say=lines.append, timeout=3000)
+    print("\n".join(lines))
+    return result, lines, workdir
+
+
+def _s3(cluster: ClusterInfo) -> Any:
+    return s3_client(
+        S3Access(
+            cluster.s3_endpoint, cluster.s3_access_key, cluster.s3_secret_key, cluster.s3_bucket
+        )
+    )
+
+
+@pytest.mark.timeout(3600)
+def test_real_training_ran_and_published_a_verified_adapter(demo: Any, crds: ClusterInfo) -> None:
+    result, _, _ = demo
+    s3 = _s3(crds)
+    for name in (GENTLE, FORGETFUL):
+        status = result.finetunejobs[name]
+        assert status["phase"] == "Succeeded", status
+        assert status["audit"]["verdict"] == "Passed"
+        assert status["progress"]["step"] == status["progress"]["totalSteps"] > 0
+        adapter = status["adapter"]
+        key = adapter["uri"].removeprefix(f"s3://{crds.s3_bucket}/").rsplit("/", 1)[0]
+        manifest = json.loads(
+            s3.get_object(Bucket=crds.s3_bucket, Key=f"{key}/manifest.json")["Body"].read()
+        )
+        assert manifest["adapter"]["sha256"] == adapter["sha256"]
+        assert manifest["trainable_parameters"] > 0
+        assert set(manifest["adapter"]["files"]) >= {
+            "adapter_config.json",
+            "adapter_model.safetensors",
+        }
+
+
+@pytest.mark.timeout(3600)
+def test_the_gentle_run_passes_and_only_it_is_promoted(demo: Any, crds: ClusterInfo) -> None:
+    result, lines, workdir = demo
+    gentle = result.evalgates[GENTLE]
+    assert gentle["phase"] == "Promoted", gentle
+    assert gentle["decision"]["verdict"] == "Pass"
+    rows = {r["role"]: r for r in gentle["results"]}
+    assert rows["target"]["interval"]["low"] >= rows["target"]["threshold"]
+    assert rows["retention"]["verdict"] == "Pass"
+    serving = gentle["promoted"]["uri"]
+    record = json.loads(
+        _s3(crds)
+        .get_object(
+            Bucket=crds.s3_bucket,
+            Key=f"{serving.removeprefix(f's3://{crds.s3_bucket}/')}/promotion.json",
+        )["Body"]
+        .read()
+    )
+    assert record["current"]["sha256"] == result.finetunejobs[GENTLE]["adapter"]["sha256"]
+
+    forgetful = result.evalgates[FORGETFUL]
+    assert forgetful["phase"] == "Rejected", forgetful
+    assert forgetful["decision"]["verdict"] == "Fail"
+    failed = {r["role"] for r in forgetful["results"] if r["verdict"] == "Fail"}
+    assert failed & {"retention", "drift"}, forgetful["results"]
+    assert not (forgetful.get("promoted") or {}).get("uri")
+    # The demo's closing output: verdict tables, the promoted URI, local reports.
+    text = "\n".join(lines)
+    assert f"promoted: {serving}" in text
+    assert "promoted: nothing (the serving version is unchanged)" in text
+    assert (workdir / "reports" / GENTLE / "index.html").exists()
+
+
+@pytest.mark.timeout(3600)
+def test_no_secret_value_leaks_into_status_events_or_logs(demo: Any, crds: ClusterInfo) -> None:
+    result, lines, _ = demo
+    secret = crds.s3_secret_key
+    events = crds.kubectl("get", "events", "-n", NAMESPACE, "-o", "json").stdout
+    objects = crds.kubectl("get", "ftj,evg", "-n", NAMESPACE, "-o", "json").stdout
+    for where, text in (
+        ("events", events),
+        ("statuses", objects),
+        ("operator log", result.operator_log),
+        ("demo output", "\n".join(lines)),
+    ):
+        assert secret not in text, f"the S3 secret key appears in the {where}"
+    assert json.loads(events)["items"], "the operator posted no events"
+
+
+@pytest.mark.timeout(600)
+def test_kubectl_plugin_shows_a_runs_logs(demo: Any, crds: ClusterInfo) -> None:
+    env = {**os.environ, **crds.env()}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    shown = subprocess.run(
+        [f"{crds.bin_dir}/kubectl", "tunegate", "logs", GENTLE, "-n", NAMESPACE],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert f"==> pod {GENTLE}-train-1" in shown.stdout
+    assert "adapter" in shown.stdout.lower()
