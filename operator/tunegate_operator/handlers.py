@@ -62,6 +62,9 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.peering.mandatory = os.environ.get("TUNEGATE_PEERING_MANDATORY", "false") == "true"
     # Equal priorities make every replica pause; a random one lets exactly one act.
     settings.peering.priority = random.randint(1, 1_000_000)
+    # A replica killed without notice stays "alive" in the peering object this long;
+    # a lower-priority successor pauses until it expires.
+    settings.peering.lifetime = int(os.environ.get("TUNEGATE_PEERING_LIFETIME_SECONDS", "60"))
     settings.posting.reporting_component = "tunegate-operator"
     settings.execution.max_workers = int(os.environ.get("TUNEGATE_WORKERS", "8"))
     # Client libraries log requests and bodies at DEBUG; they must never reach our logs.

@@ -155,9 +155,9 @@ INVALID: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
         "spec.resources.tolerations[0].operator",
     ),
     (
-        "validation-split-half",
+        "validation-split-over-half",
         FTJ,
-        {"spec.dataset.validationSplit": 0.5},
+        {"spec.dataset.validationSplit": 0.6},
         "spec.dataset.validationSplit",
     ),
     ("confidence-half", EVG, {"spec.confidence": 0.5}, "spec.confidence"),

@@ -52,7 +52,7 @@ class Replay(Strict):
 class Data(Strict):
     train: str = Field(pattern=S3_URI)
     validation: str | None = Field(default=None, pattern=S3_URI)
-    validation_split: float = Field(ge=0, lt=0.5)
+    validation_split: float = Field(ge=0, le=0.5)
     format: Literal["chat", "instruction", "text"]
     fields: FieldNames = FieldNames()
     on_malformed_row: Literal["fail", "skip"]

@@ -59,7 +59,9 @@ class DatasetSpec(ApiModel):
     """JSONL object (or prefix of JSONL objects) with the training examples."""
     validation: S3Uri | None = None
     """Held-out JSONL; when empty, `validationSplit` of the training data is held out."""
-    validation_split: float = Field(default=0.05, ge=0, lt=0.5)
+    # le, not lt: the API server compares an integer value (a YAML 0 or 0.0) with an
+    # exclusive fractional maximum after truncating it, so lt=0.5 would reject 0.
+    validation_split: float = Field(default=0.05, ge=0, le=0.5)
     """Fraction of the training data held out when no validation set is given."""
     format: DatasetFormat = "chat"
     """Row layout: chat ({messages: [...]}), instruction ({prompt, input, response}) or

@@ -25,6 +25,8 @@ class OperatorProcess:
             **cluster.env(),
             "TUNEGATE_METRICS_PORT": str(self.metrics_port),
             "TUNEGATE_PEERING_MANDATORY": "true",
+            # Tests kill -9 and restart: a dead peer must not pause the next one long.
+            "TUNEGATE_PEERING_LIFETIME_SECONDS": "10",
             "TUNEGATE_RETRY_BASE_SECONDS": "1",
             "TUNEGATE_AUDIT_NODE_SELECTOR": json.dumps({"tunegate.dev/pool": "cpu"}),
             # kwok keeps fake pods running until the test decides how they end.
