@@ -84,6 +84,26 @@ def prepare_namespace(cluster: ClusterInfo) -> None:
         _kubectl(cluster, "apply", "-f", "-", stdin=json.dumps(body))
 
 
+def reset(cluster: ClusterInfo, say: Callable[[str], None]) -> None:
+    """A second demo run starts from scratch: earlier objects and their S3 outputs go
+    (a FineTuneJob would otherwise resume from the old run's checkpoints)."""
+    cluster.kubectl("delete", "evalgates,finetunejobs", "--all", "-n", NAMESPACE, "--wait=true")
+    s3 = _s3(cluster)
+    removed = 0
+    for document in documents():
+        spec = document["spec"]
+        uri = (spec.get("output") or spec.get("promotion") or {}).get("uri")
+        if not uri:
+            continue
+        prefix = uri.removeprefix(f"s3://{cluster.s3_bucket}/").rstrip("/") + "/"
+        listed = s3.list_objects_v2(Bucket=cluster.s3_bucket, Prefix=prefix)
+        for item in listed.get("Contents", []):
+            s3.delete_object(Bucket=cluster.s3_bucket, Key=item["Key"])
+            removed += 1
+    if removed:
+        say(f"removed {removed} objects of an earlier demo run")
+
+
 def start_operator(cluster: ClusterInfo, workdir: Path) -> OperatorProcess:
     """The operator as a local process authenticated as the chart's ServiceAccount."""
     chart.install(
@@ -199,6 +219,7 @@ def run_demo(
     started = time.monotonic()
     upload_inputs(cluster, say)
     prepare_namespace(cluster)
+    reset(cluster, say)
     operator = start_operator(cluster, workdir)
     say("chart installed; operator running as ServiceAccount tunegate-operator")
     result = DemoResult()
