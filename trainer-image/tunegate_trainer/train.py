@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -43,14 +44,18 @@ log = logging.getLogger("tunegate.train")
 SIGTERM_EXIT = 143
 
 
-def _single_process_env() -> None:
-    """DeepSpeed falls back to MPI discovery unless these are set; torchrun sets them."""
+def _single_process_deepspeed_env() -> None:
+    """DeepSpeed falls back to MPI discovery unless these are set; torchrun sets them.
+    A free port, not a fixed one: other single-process runs may share this host."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        free_port = str(probe.getsockname()[1])
     for key, value in (
         ("RANK", "0"),
         ("LOCAL_RANK", "0"),
         ("WORLD_SIZE", "1"),
         ("MASTER_ADDR", "127.0.0.1"),
-        ("MASTER_PORT", "29500"),
+        ("MASTER_PORT", free_port),
     ):
         os.environ.setdefault(key, value)
 
@@ -125,7 +130,9 @@ def planned_steps(config: TrainerConfig, blocks: int) -> int:
 def run(config: TrainerConfig, store: Store, *, workdir: Path | None = None) -> int:
     from transformers import Trainer, default_data_collator
 
-    _single_process_env()
+    if config.deepspeed is not None:
+        # Without DeepSpeed a single process needs no process group (and no port).
+        _single_process_deepspeed_env()
     workdir = workdir or Path(tempfile.mkdtemp(prefix="tunegate-train-"))
     torch.manual_seed(config.training.seed)
 

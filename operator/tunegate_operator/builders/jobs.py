@@ -154,6 +154,8 @@ def _rendezvous_env(
 ) -> list[dict[str, Any]]:
     names = Names(run.name)
     nodes = spec.resources.nodes
+    if nodes * max(spec.resources.gpus_per_node, 1) == 1:
+        return []  # one process: no rendezvous, no port that co-located pods could share
     master = f"{names.train_job(attempt)}-0.{names.service}.{run.namespace}.svc"
     index_path = f"metadata.annotations['{COMPLETION_INDEX_ANNOTATION}']"
     node_rank: dict[str, Any] = (

@@ -87,7 +87,7 @@ def prepare_namespace(cluster: ClusterInfo) -> None:
 def reset(cluster: ClusterInfo, say: Callable[[str], None]) -> None:
     """A second demo run starts from scratch: earlier objects and their S3 outputs go
     (a FineTuneJob would otherwise resume from the old run's checkpoints)."""
-    cluster.kubectl("delete", "evalgates,finetunejobs", "--all", "-n", NAMESPACE, "--wait=true")
+    cluster.kubectl("delete", "evalgates,finetunejobs", "--all", "-n", NAMESPACE, "--timeout=120s")
     s3 = _s3(cluster)
     removed = 0
     for document in documents():
@@ -219,11 +219,11 @@ def run_demo(
     started = time.monotonic()
     upload_inputs(cluster, say)
     prepare_namespace(cluster)
-    reset(cluster, say)
     operator = start_operator(cluster, workdir)
     say("chart installed; operator running as ServiceAccount tunegate-operator")
     result = DemoResult()
     try:
+        reset(cluster, say)  # with the operator up: it removes its finalizers
         manifests = documents()
         for document in manifests:
             _kubectl(cluster, "apply", "-n", NAMESPACE, "-f", "-", stdin=json.dumps(document))

@@ -66,7 +66,11 @@ def start_object_store(group: ProcessGroup, *, bin_dir: Path, state_dir: Path) -
     access = S3Access(
         endpoint=endpoint, access_key=access_key, secret_key=secret_key, bucket=DEFAULT_BUCKET
     )
-    s3_client(access).create_bucket(Bucket=access.bucket)
+    client = s3_client(access)
+    try:
+        client.create_bucket(Bucket=access.bucket)
+    except client.exceptions.BucketAlreadyOwnedByYou:
+        pass  # a restart on a kept state directory (`make cluster` again)
     return access
 
 

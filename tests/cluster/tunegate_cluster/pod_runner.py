@@ -145,6 +145,9 @@ class PodExecution(threading.Thread):
             "TMPDIR": str(self.pod_dir / "tmp"),
             "HOSTNAME": self.pod["spec"].get("hostname") or self.name,
         }
+        # Several pods share this machine's few cores; one math thread each keeps
+        # concurrent trainers from thrashing (a kubelet would cap them with CPU limits).
+        base.setdefault("OMP_NUM_THREADS", "1")
         return base | dict(container_env)
 
     def _run_containers(
