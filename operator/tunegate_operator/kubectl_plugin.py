@@ -161,22 +161,34 @@ def _print_file(path: Path, follow: bool, pod: Any, namespace: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="kubectl tunegate", description=__doc__.split("\n")[0])
-    parser.add_argument("-n", "--namespace", help="namespace (default: the context's)")
+    # -n works before or after the subcommand, as with kubectl itself.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-n", "--namespace", default=argparse.SUPPRESS, help="namespace (default: the context's)"
+    )
+    parser = argparse.ArgumentParser(
+        prog="kubectl tunegate", description=__doc__.split("\n")[0], parents=[common]
+    )
     commands = parser.add_subparsers(dest="command", required=True)
-    approve_cmd = commands.add_parser("approve", help="approve a Pass of a manual EvalGate")
+    approve_cmd = commands.add_parser(
+        "approve", help="approve a Pass of a manual EvalGate", parents=[common]
+    )
     approve_cmd.add_argument("evalgate")
-    report_cmd = commands.add_parser("report", help="download an EvalGate's HTML report")
+    report_cmd = commands.add_parser(
+        "report", help="download an EvalGate's HTML report", parents=[common]
+    )
     report_cmd.add_argument("evalgate")
     report_cmd.add_argument("-o", "--output", type=Path, help="folder (default: <name>-report)")
     report_cmd.add_argument("--open", action="store_true", help="open it in a browser")
-    logs_cmd = commands.add_parser("logs", help="logs of a FineTuneJob's latest attempt")
+    logs_cmd = commands.add_parser(
+        "logs", help="logs of a FineTuneJob's latest attempt", parents=[common]
+    )
     logs_cmd.add_argument("finetunejob")
     logs_cmd.add_argument("-f", "--follow", action="store_true")
     args = parser.parse_args(argv)
     try:
         config.load_kube_config()
-        namespace = _namespace(args.namespace)
+        namespace = _namespace(getattr(args, "namespace", None))
         if args.command == "approve":
             print(approve(namespace, args.evalgate))
         elif args.command == "report":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import urllib.request
@@ -67,10 +68,9 @@ def start_object_store(group: ProcessGroup, *, bin_dir: Path, state_dir: Path) -
         endpoint=endpoint, access_key=access_key, secret_key=secret_key, bucket=DEFAULT_BUCKET
     )
     client = s3_client(access)
-    try:
+    # Already there after a restart on a kept state directory (`make cluster` again).
+    with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
         client.create_bucket(Bucket=access.bucket)
-    except client.exceptions.BucketAlreadyOwnedByYou:
-        pass  # a restart on a kept state directory (`make cluster` again)
     return access
 
 
