@@ -31,7 +31,12 @@ MODEL_PREFIX = "models/smollm2-135m-instruct"
 DATA_PREFIX = "demo"
 SECRET = "tunegate-s3"
 # The gentle pair promotes; the forgetting pair must be refused.
-MANIFESTS = ("demo-cpu-finetunejob.yaml", "demo-cpu-evalgate.yaml", "demo-cpu-forgetting.yaml")
+MANIFESTS = (
+    "demo-cpu-finetunejob.yaml",
+    "demo-cpu-evalgate.yaml",
+    "demo-cpu-forgetting-finetunejob.yaml",
+    "demo-cpu-forgetting-evalgate.yaml",
+)
 GATE_DONE = {"Promoted", "Passed", "Held", "Rejected", "Failed", "AwaitingApproval"}
 
 
