@@ -264,7 +264,12 @@ def reconcile_gate(
             emit=emit,
         )
         extra["reevaluation"] = outcome.state
-        reeval_conditions = (outcome.condition,) if outcome.condition else ()
+        # Between transitions the decision has no Reevaluated condition: keep the last one.
+        reeval_conditions = (
+            (outcome.condition,)
+            if outcome.condition
+            else tuple(c for c in _conditions_of(status) if c.type == "Reevaluated")
+        )
         if outcome.rolled_back and outcome.promoted is not None:
             extra["promoted"] = outcome.promoted
             decision = Decision(

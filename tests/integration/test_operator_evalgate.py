@@ -320,14 +320,28 @@ def test_scheduled_reevaluation_that_fails_restores_the_previous_version(
     second_sha = st["promoted"]["sha256"]
     assert st["reevaluation"]["nextAt"] > st["promoted"]["at"]
 
-    # At the next minute the served adapter is judged again, and now it forgets.
-    config = play_eval_pod(
-        cluster, s3, namespace, "g2", FORGETFUL, job_name="g2-eval-1-r1", timeout=90
-    )
+    # At the next minute the served adapter is judged again and still passes; the
+    # condition saying so stays between rounds.
+    config = play_eval_pod(cluster, s3, namespace, "g2", GOOD, job_name="g2-eval-1-r1", timeout=90)
     assert config["adapter"] == promotion
     assert config["results"].endswith("/evals/g2-g1-r1/results.json")
+
+    def reevaluation() -> dict[str, Any]:
+        return dict(get(cluster, namespace, "evalgate", "g2")["status"].get("reevaluation") or {})
+
+    wait_until(
+        lambda: reevaluation().get("lastVerdict") == "Pass",
+        timeout=60,
+        what=lambda: f"round 1 to pass (now {reevaluation()})",
+    )
+    time.sleep(6)
+    st = get(cluster, namespace, "evalgate", "g2")["status"]
+    assert st["phase"] == "Promoted" and condition(st, "Reevaluated")["reason"] == "Pass"
+
+    # The minute after, it forgets (say the suites were refreshed): rolled back.
+    play_eval_pod(cluster, s3, namespace, "g2", FORGETFUL, job_name="g2-eval-1-r2", timeout=90)
     st = wait_phase_of(cluster, namespace, "g2", "RolledBack")
-    assert st["reevaluation"]["lastVerdict"] == "Fail" and st["reevaluation"]["round"] == 1
+    assert st["reevaluation"]["lastVerdict"] == "Fail" and st["reevaluation"]["round"] == 2
     assert st["promoted"]["sha256"] == first_sha and st["promoted"]["previous"] == second_sha
     assert condition(st, "Promoted")["reason"] == "RolledBack"
     record = json.loads(
