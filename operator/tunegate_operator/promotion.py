@@ -41,6 +41,19 @@ class Promoted:
     previous: str | None
     at: str
 
+    def status(self) -> dict[str, str | None]:
+        """The gate's status.promoted."""
+        return {"uri": self.uri, "sha256": self.sha256, "previous": self.previous, "at": self.at}
+
+    def serving_record(self) -> dict[str, str]:
+        """The data of the ConfigMap serving reads."""
+        return {
+            "adapterUri": self.uri,
+            "sha256": self.sha256,
+            "source": self.source,
+            "promotedAt": self.at,
+        }
+
 
 def current(s3: S3, promotion_uri: str) -> dict[str, Any] | None:
     return s3.read_json(f"{promotion_uri.rstrip('/')}/{RECORD}")

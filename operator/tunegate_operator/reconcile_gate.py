@@ -214,22 +214,10 @@ def reconcile_gate(
                 emit(Event("Warning", "PromotionFailed", str(exc)))
                 decision = _promotion_failed(decision, str(exc))
                 continue
-            extra["promoted"] = {
-                "uri": done.uri,
-                "sha256": done.sha256,
-                "previous": done.previous,
-                "at": done.at,
-            }
+            extra["promoted"] = done.status()
             if spec.promotion.config_map:
                 kube.upsert_config_map(
-                    gate.namespace,
-                    spec.promotion.config_map,
-                    {
-                        "adapterUri": done.uri,
-                        "sha256": done.sha256,
-                        "source": done.source,
-                        "promotedAt": done.at,
-                    },
+                    gate.namespace, spec.promotion.config_map, done.serving_record()
                 )
             # Decide again on the new world: the same rules then report Promoted.
             decision = decide(spec, replace(observed, promoted_sha256=done.sha256))

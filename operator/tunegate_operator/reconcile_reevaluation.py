@@ -34,7 +34,7 @@ from tunegate_operator.settings import Settings
 class ReevalOutcome:
     state: dict[str, Any]
     condition: Cond | None
-    promoted: dict[str, Any] | None  # the new status.promoted after a rollback
+    promoted: dict[str, str | None] | None  # the new status.promoted after a rollback
     rolled_back: bool
 
 
@@ -116,18 +116,10 @@ def reevaluate(
                 condition = Cond("Reevaluated", "False", "RollbackFailed", message)
                 continue
             rolled_back = True
-            promoted = {"uri": done.uri, "sha256": done.sha256, "previous": done.previous}
-            promoted["at"] = done.at
+            promoted = done.status()
             if spec.promotion.config_map:
                 kube.upsert_config_map(
-                    gate.namespace,
-                    spec.promotion.config_map,
-                    {
-                        "adapterUri": done.uri,
-                        "sha256": done.sha256,
-                        "source": done.source,
-                        "promotedAt": done.at,
-                    },
+                    gate.namespace, spec.promotion.config_map, done.serving_record()
                 )
             emit(
                 Event(

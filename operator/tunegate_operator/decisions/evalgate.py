@@ -88,6 +88,17 @@ def suite_scores(spec: EvalGateSpec, results: Mapping[str, Any]) -> list[SuiteSc
     return scores
 
 
+def judge(spec: EvalGateSpec, results: Mapping[str, Any], *, seed: int = 0) -> GateDecision:
+    """The spec's verdict on one results.json (raises GateInputError when unjudgeable)."""
+    return decide_gate(
+        suite_scores(spec, results),
+        confidence=spec.confidence,
+        samples=spec.bootstrap_samples,
+        on_inconclusive=spec.on_inconclusive,
+        seed=seed,
+    )
+
+
 def _rows(decision: GateDecision) -> list[dict[str, Any]]:
     rows = []
     for r in decision.results:
@@ -182,13 +193,7 @@ def _decide(spec: EvalGateSpec, observed: Observed, *, samples_seed: int) -> Dec
         )
 
     try:
-        gate = decide_gate(
-            suite_scores(spec, observed.results),
-            confidence=spec.confidence,
-            samples=spec.bootstrap_samples,
-            on_inconclusive=spec.on_inconclusive,
-            seed=samples_seed,
-        )
+        gate = judge(spec, observed.results, seed=samples_seed)
     except GateInputError as exc:
         message = f"results cannot be judged: {exc}"
         return Decision(

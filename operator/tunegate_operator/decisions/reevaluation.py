@@ -18,9 +18,9 @@ from croniter import croniter
 
 from tunegate_operator.api.evalgate import EvalGateSpec, ReevaluateSpec
 from tunegate_operator.decisions.conditions import Cond
-from tunegate_operator.decisions.evalgate import suite_scores
+from tunegate_operator.decisions.evalgate import judge
 from tunegate_operator.decisions.finetunejob import Event, JobView
-from tunegate_operator.decisions.gate import GateInputError, decide_gate
+from tunegate_operator.decisions.gate import GateInputError
 
 STAMP = "%Y-%m-%dT%H:%M:%SZ"
 
@@ -134,12 +134,7 @@ def _finish_round(
         reason = f"round {round_number}: the eval job failed: {job.message or job.reason}"
         return _error(state, observed, reason)
     try:
-        gate = decide_gate(
-            suite_scores(spec, observed.results),
-            confidence=spec.confidence,
-            samples=spec.bootstrap_samples,
-            on_inconclusive=spec.on_inconclusive,
-        )
+        gate = judge(spec, observed.results)
     except GateInputError as exc:
         reason = f"round {round_number}: results cannot be judged: {exc}"
         return _error(state, observed, reason)
