@@ -10,9 +10,14 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha256s
 WHEELHOUSE ?= $(HOME)/.cache/tunegate/wheels
 EXTRAS := .[operator,trainer,dev]
 
-.PHONY: setup venv binaries smollm2 cluster demo test lint typecheck unit integration bench clean
+.PHONY: setup packages venv binaries images smollm2 cluster demo test lint typecheck unit integration bench clean
 
-setup: venv binaries smollm2
+setup: packages venv binaries images smollm2
+
+# Debian packages of the real node (containerd, runc, CNI plugins, buildah, mmdebstrap),
+# installed only when missing.
+packages:
+	tests/cluster/install-node-packages.sh
 
 venv: $(STAMP)
 
@@ -37,6 +42,12 @@ $(STAMP): pyproject.toml constraints.txt
 
 binaries: venv
 	$(BIN)/tunegate-cluster build
+
+# The real node's images: a Debian base from mmdebstrap, then operator/Dockerfile and
+# trainer-image/Dockerfile built by buildah from the wheelhouse; tagged by content hash,
+# so an unchanged tree builds nothing.
+images: binaries
+	$(BIN)/tunegate-cluster images
 
 # Convert the GGUF SmolLM2 into a normal Hugging Face checkpoint, once per machine
 # (cached in ~/.cache/tunegate/models/; TUNEGATE_CACHE moves it).

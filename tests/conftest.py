@@ -117,14 +117,7 @@ def operator_kubeconfig(crds: ClusterInfo, tmp_path_factory: pytest.TempPathFact
     """The chart installed (RBAC, ServiceAccounts, peering; no operator pod: tests run
     the operator as a process) and a kubeconfig holding the operator
     ServiceAccount's token, so every operator test runs with exactly the chart's RBAC."""
-    chart.install(
-        crds,
-        {
-            "operator.replicas": 0,
-            "s3.endpoint": crds.s3_endpoint,
-            "s3.credentialsSecret": "tunegate-s3",
-        },
-    )
+    chart.install(crds, chart.process_operator_values(crds, secret="tunegate-s3"))
     return chart.service_account_kubeconfig(crds, tmp_path_factory.mktemp("sa") / "kubeconfig")
 
 

@@ -14,6 +14,7 @@ from kubernetes.client import ApiException
 from tunegate_operator.api.common import GROUP, VERSION
 from tunegate_operator.builders.jobs import ATTEMPT_LABEL, COMPONENT_LABEL, FTJ_LABEL, Names
 from tunegate_operator.decisions.finetunejob import JobView
+from tunegate_operator.decisions.pod_failure import describe_pod_failure
 from tunegate_operator.decisions.preflight import NodeView
 
 log = logging.getLogger(__name__)
@@ -86,19 +87,13 @@ class Kube:
         )
 
     def _pod_failure_message(self, namespace: str, job_name: str) -> str:
-        """The failed container's exit code and termination message (its log tail)."""
+        """Why the Job's pod failed: OOMKilled with its limit, evicted, or the exit code
+        and termination message (its log tail)."""
         for pod in self._list(
             self.core.list_namespaced_pod, namespace, label_selector=f"job-name={job_name}"
         ):
-            for container in (pod.get("status") or {}).get("containerStatuses") or []:
-                terminated = (container.get("state") or {}).get("terminated") or {}
-                if terminated.get("exitCode"):
-                    tail = (terminated.get("message") or "").strip().splitlines()[-3:]
-                    detail = f": {' | '.join(tail)}" if tail else ""
-                    return (
-                        f"pod {pod['metadata']['name']} exited with code "
-                        f"{terminated['exitCode']}{detail}"
-                    )
+            if message := describe_pod_failure(pod):
+                return message
         return ""
 
     def first_pod_started(self, namespace: str, job_name: str) -> datetime | None:

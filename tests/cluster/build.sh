@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl,
-# kwok, helm and the MinIO object store from source into a cache directory keyed by a hash of the pins,
-# and prints that directory. A second run with unchanged pins does nothing.
+# kwok, helm and the MinIO object store, and for the real node the kubelet, CoreDNS,
+# a pause binary and a fake GPU device plugin, from source into a cache directory keyed
+# by a hash of the pins, and prints that directory. A second run with unchanged pins
+# does nothing.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$here"
@@ -11,7 +13,8 @@ source ./versions.env
 cache_root="${TUNEGATE_CACHE:-$HOME/.cache/tunegate}"
 pins_hash="$( { cat go.mod go.sum versions.env build.sh cmd/*/main.go; go env GOVERSION; } | sha256sum | cut -c1-16)"
 out="$cache_root/bin/$pins_hash"
-binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok helm minio)
+binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kwok helm minio
+  coredns crictl pause fake-gpu-device-plugin)
 
 complete() { for b in "${binaries[@]}"; do [[ -x "$out/$b" ]] || return 1; done; }
 if complete; then echo "$out"; exit 0; fi
@@ -28,7 +31,7 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   version_flags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$build_date"
 done
 
-for b in etcd kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+for b in etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet fake-gpu-device-plugin; do
   [[ -x "$out/$b" ]] && continue
   t=$(date +%s)
   go build -trimpath -ldflags "-s -w $version_flags" -o "$out/$b.tmp" "./cmd/$b"
@@ -46,10 +49,22 @@ install_tool() { # name module-path version ldflags
   rmdir "$gobin"
   echo "built $name in $(( $(date +%s) - t ))s" >&2
 }
+# The pod sandbox's init process, static: it is the only file of the pause image.
+if [[ ! -x "$out/pause" ]]; then
+  CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out/pause.tmp" ./cmd/pause
+  mv "$out/pause.tmp" "$out/pause"
+fi
+
 install_tool kwok sigs.k8s.io/kwok/cmd/kwok "$KWOK_VERSION" \
   "-X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION"
 install_tool helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" \
   "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+
+install_tool coredns github.com/coredns/coredns "$COREDNS_VERSION" \
+  "-X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION"
+
+install_tool crictl sigs.k8s.io/cri-tools/cmd/crictl "$CRICTL_VERSION" \
+  "-X sigs.k8s.io/cri-tools/pkg/version.Version=$CRICTL_VERSION"
 
 install_tool minio github.com/minio/minio "$MINIO_VERSION" \
   "-X github.com/minio/minio/cmd.Version=$MINIO_VERSION"

@@ -166,7 +166,8 @@ class ResourcesSpec(ApiModel):
     cpu: str | None = None
     """CPU request per node (quantity); empty lets the operator choose."""
     memory: str | None = None
-    """Memory request per node (quantity); empty lets the operator choose."""
+    """Memory request and limit of each training pod (quantity): above it the container
+    is OOM-killed, and the run's condition says so. Empty: no limit."""
 
 
 class OutputSpec(ApiModel):

@@ -8,7 +8,12 @@ from typing import Any
 
 from tunegate_operator.api.common import API_VERSION
 from tunegate_operator.api.evalgate import EvalGateSpec
-from tunegate_operator.builders.jobs import GPU, GPU_TOLERATION
+from tunegate_operator.builders.jobs import (
+    GPU,
+    GPU_TOLERATION,
+    container_security_context,
+    pod_security_context,
+)
 from tunegate_operator.settings import Settings
 
 EVAL_CONFIG_ENV = "TUNEGATE_EVAL_CONFIG"
@@ -119,6 +124,7 @@ def eval_job(
         "restartPolicy": "Never",
         # Training, audit and eval pods never call the Kubernetes API.
         "automountServiceAccountToken": False,
+        "securityContext": pod_security_context(),
         "nodeSelector": dict(spec.resources.node_selector),
         "tolerations": tolerations,
         "containers": [
@@ -128,6 +134,7 @@ def eval_job(
                 "command": [settings.trainer_python, "-m", "tunegate_trainer", "eval"],
                 "env": env,
                 "resources": resources,
+                "securityContext": container_security_context(),
                 "terminationMessagePolicy": "FallbackToLogsOnError",
             }
         ],

@@ -27,6 +27,24 @@ COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 CONFIG_ENV = "TUNEGATE_TRAINER_CONFIG"
 CHECKPOINT_GRACE_SECONDS = 120
 GPU_TOLERATION = {"key": GPU, "operator": "Exists", "effect": "NoSchedule"}
+# The trainer image's user (trainer-image/Dockerfile); an image given in spec.image
+# runs as this uid too.
+TRAINER_UID = 10001
+
+
+def pod_security_context() -> dict[str, Any]:
+    """Non-root, as restricted Pod Security asks; fsGroup makes volumes writable."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": TRAINER_UID,
+        "runAsGroup": TRAINER_UID,
+        "fsGroup": TRAINER_UID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def container_security_context() -> dict[str, Any]:
+    return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 
 
 @dataclass(frozen=True)
@@ -127,12 +145,14 @@ def audit_job(spec: FineTuneJobSpec, *, run: RunRef, settings: Settings) -> dict
         "resources": {
             "requests": {"cpu": settings.audit_cpu, "memory": settings.audit_memory},
         },
+        "securityContext": container_security_context(),
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         # Training, audit and eval pods never call the Kubernetes API.
         "automountServiceAccountToken": False,
+        "securityContext": pod_security_context(),
         "containers": [container],
         "nodeSelector": dict(settings.audit_placement.node_selector),
         "tolerations": list(settings.audit_placement.tolerations),
@@ -207,8 +227,13 @@ def training_job(
     labels = _labels(run, "train", attempt)
     resources: dict[str, Any] = {}
     gpus = spec.resources.gpus_per_node
-    if gpus:
-        resources["limits"] = {GPU: str(gpus)}
+    limits: dict[str, str] = {GPU: str(gpus)} if gpus else {}
+    if spec.resources.memory:
+        # Request = limit: the scheduler reserves what the pod may use, and going over
+        # is an OOM kill the operator reports, never a surprise for the node.
+        limits["memory"] = spec.resources.memory
+    if limits:
+        resources["limits"] = limits
     requests = {
         key: value
         for key, value in (("cpu", spec.resources.cpu), ("memory", spec.resources.memory))
@@ -228,6 +253,7 @@ def training_job(
         "env": env,
         "resources": resources,
         "ports": [{"name": "rendezvous", "containerPort": settings.master_port}],
+        "securityContext": container_security_context(),
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     tolerations = [
@@ -239,6 +265,7 @@ def training_job(
         "restartPolicy": "Never",
         # Training, audit and eval pods never call the Kubernetes API.
         "automountServiceAccountToken": False,
+        "securityContext": pod_security_context(),
         "containers": [container],
         "nodeSelector": dict(spec.resources.node_selector),
         "tolerations": tolerations,

@@ -90,3 +90,128 @@ def service_account_kubeconfig(
     target.write_text(yaml.safe_dump(config))
     target.chmod(0o600)
     return target
+
+
+def apply_s3_secret(cluster: ClusterInfo, *, namespace: str, name: str) -> None:
+    """The local S3's keys as the Secret the chart and FineTuneJobs name (the namespace
+    is created when missing)."""
+    documents = [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name, "namespace": namespace},
+            "stringData": {
+                "AWS_ACCESS_KEY_ID": cluster.s3_access_key,
+                "AWS_SECRET_ACCESS_KEY": cluster.s3_secret_key,
+            },
+        },
+    ]
+    for document in documents:
+        result = cluster.kubectl("apply", "-f", "-", stdin=json.dumps(document))
+        if result.returncode != 0:
+            raise HelmError(f"kubectl apply {document['kind']} {name}: {result.stderr.strip()}")
+
+
+def process_operator_values(cluster: ClusterInfo, *, secret: str) -> dict[str, Any]:
+    """The chart with no operator pod: tests run the operator as a local process
+    authenticated with the chart's ServiceAccount."""
+    return {
+        "operator.replicas": 0,
+        "s3.endpoint": cluster.s3_endpoint,
+        "s3.credentialsSecret": secret,
+    }
+
+
+def image_values(image: str) -> dict[str, str]:
+    repository, tag = image.rsplit(":", 1)
+    return {"operator.image.repository": repository, "operator.image.tag": tag}
+
+
+class ChartOperator:
+    """The operator as the chart runs it on the real node: its Deployment, in-cluster
+    config, the chart's ServiceAccount, the image built from operator/Dockerfile. Exits
+    by scaling back to the process-operator install, so only one operator acts."""
+
+    def __init__(
+        self, cluster: ClusterInfo, *, secret: str, pool: str, extra: dict[str, Any] | None = None
+    ) -> None:
+        if not cluster.real_node:
+            raise RuntimeError("the chart's operator needs the real node (TUNEGATE_REAL_NODE)")
+        self.cluster = cluster
+        self.secret = secret
+        gpu_toleration = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+        self.values: dict[str, Any] = {
+            **process_operator_values(cluster, secret=secret),
+            **image_values(cluster.operator_image),
+            "operator.replicas": 1,
+            "trainer.image": cluster.trainer_image,
+            "audit.nodeSelector": {"tunegate.dev/pool": pool},
+            "audit.tolerations": [gpu_toleration],
+            "retryBaseSeconds": 2,
+            "operator.extraEnv": [
+                {"name": "TUNEGATE_PROGRESS_INTERVAL_SECONDS", "value": "5"},
+                # A replaced pod must not wait a minute for its predecessor's lease.
+                {"name": "TUNEGATE_PEERING_LIFETIME_SECONDS", "value": "10"},
+            ],
+            **(extra or {}),
+        }
+
+    def __enter__(self) -> ChartOperator:
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        from tunegate_cluster.processes import wait_until
+
+        # The operator's own S3 identity (it reads results and promotes).
+        apply_s3_secret(self.cluster, namespace=NAMESPACE, name=self.secret)
+        install(self.cluster, self.values)
+        wait_until(
+            lambda: self.cluster.kubectl(
+                "rollout", "status", f"deployment/{RELEASE}-operator",
+                f"--namespace={NAMESPACE}", "--timeout=5s",
+            ).returncode == 0,
+            timeout=180,
+            what=lambda: "the chart's operator Deployment to become available:\n" + self.describe(),
+        )  # fmt: skip
+
+    def pods(self) -> list[dict[str, Any]]:
+        out = self.cluster.kubectl(
+            "get", "pods", f"--namespace={NAMESPACE}", "-o", "json",
+            "-l", "app.kubernetes.io/component=operator",
+        )  # fmt: skip
+        return list(json.loads(out.stdout or '{"items": []}')["items"])
+
+    def describe(self) -> str:
+        pods = self.cluster.kubectl(
+            "describe",
+            "pods",
+            f"--namespace={NAMESPACE}",
+            "-l",
+            "app.kubernetes.io/component=operator",
+        )
+        return pods.stdout[-3000:] + "\n" + self.logs(previous=True)[-3000:]
+
+    def log_text(self) -> str:
+        return self.logs(tail=-1)
+
+    def logs(self, *, previous: bool = False, tail: int = 400) -> str:
+        result = self.cluster.kubectl(
+            "logs", f"deployment/{RELEASE}-operator", f"--namespace={NAMESPACE}",
+            *(["--previous"] if previous else []), f"--tail={tail}",
+        )  # fmt: skip
+        return result.stdout + result.stderr
+
+    def stop(self) -> None:
+        from tunegate_cluster.processes import wait_until
+
+        install(self.cluster, process_operator_values(self.cluster, secret=self.secret))
+        wait_until(
+            lambda: not self.pods(),
+            timeout=120,
+            what="the chart's operator pod to go after scaling to zero",
+        )

@@ -10,7 +10,13 @@ import threading
 import time
 from pathlib import Path
 
-from tunegate_cluster.cluster import ClusterInfo, LocalCluster, ensure_binaries
+from tunegate_cluster.cluster import (
+    ClusterInfo,
+    LocalCluster,
+    ensure_binaries,
+    ensure_images,
+    real_node_wanted,
+)
 
 
 def _up(state_dir: Path) -> int:
@@ -26,6 +32,8 @@ def _up(state_dir: Path) -> int:
         )
         env_file.chmod(0o600)
         print(f"local cluster ready in {cluster.startup_seconds:.1f}s", flush=True)
+        if info.real_node:
+            print(f"  real node:   {info.real_node} ready in {cluster.node_seconds:.1f}s")
         print(f"  kubeconfig:  {info.kubeconfig}")
         print(f"  S3 endpoint: {info.s3_endpoint} (bucket {info.s3_bucket})")
         print(f"  logs:        {state_dir / 'logs'}")
@@ -58,6 +66,21 @@ def _demo(state_dir: Path) -> int:
     return 0
 
 
+def _images() -> int:
+    if not real_node_wanted():
+        print("TUNEGATE_REAL_NODE=0: no images needed")
+        return 0
+    from tunegate_cluster.images import ImageBuilder
+
+    started = time.monotonic()
+    builder = ImageBuilder(say=_say)
+    images = ensure_images(ensure_binaries(), builder)
+    for ref in images.all():
+        print(f"  {ref}  {builder.size_bytes(ref) / 2**20:.0f} MiB")
+    print(f"images ready in {time.monotonic() - started:.1f}s", file=sys.stderr)
+    return 0
+
+
 def _alive(info: ClusterInfo) -> bool:
     return info.kubectl("get", "--raw=/readyz", "--request-timeout=3s").returncode == 0
 
@@ -70,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tunegate-cluster", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("build", help="build or reuse the cached control-plane binaries")
+    sub.add_parser("images", help="build or reuse the real node's images (by content hash)")
     up = sub.add_parser("up", help="start the local cluster and keep it running")
     up.add_argument("--state-dir", type=Path, default=Path(".tunegate/cluster"))
     demo = sub.add_parser("demo", help="run the end-to-end demo (starts a cluster if none runs)")
@@ -80,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         print(ensure_binaries())
         print(f"binaries ready in {time.monotonic() - started:.1f}s", file=sys.stderr)
         return 0
+    if args.command == "images":
+        return _images()
     if args.command == "demo":
         return _demo(args.state_dir.resolve())
     return _up(args.state_dir.resolve())

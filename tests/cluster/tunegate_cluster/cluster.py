@@ -15,9 +15,20 @@ from pathlib import Path
 from types import TracebackType
 
 from tunegate_cluster.control_plane import LOOPBACK, free_port, start_control_plane
+from tunegate_cluster.images import ImageBuilder, ImageSet
 from tunegate_cluster.node_pools import LOCAL_NODE_NAME, MANAGED_BY_KWOK_LABEL, all_node_manifests
 from tunegate_cluster.object_store import start_object_store
 from tunegate_cluster.processes import ProcessGroup, wait_until
+from tunegate_cluster.real_node import (
+    RealNode,
+    RealNodeUnavailableError,
+    ServiceRoute,
+    create_network,
+    delete_network,
+    make_credentials,
+    missing_prerequisites,
+)
+from tunegate_cluster.real_node_config import REAL_NODE_GPUS, REAL_NODE_NAME, NodeNetwork
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 BUILD_SCRIPT = REPO_ROOT / "tests" / "cluster" / "build.sh"
@@ -48,6 +59,10 @@ class ClusterInfo:
     bin_dir: str
     state_dir: str
     local_node: str = LOCAL_NODE_NAME
+    # The real node (kubelet + containerd) and the images it runs; empty without one.
+    real_node: str = ""
+    operator_image: str = ""
+    trainer_image: str = ""
 
     def env(self) -> dict[str, str]:
         return {
@@ -85,14 +100,41 @@ def ensure_binaries() -> Path:
     return Path(result.stdout.strip().splitlines()[-1])
 
 
+def real_node_wanted() -> bool:
+    """On unless TUNEGATE_REAL_NODE=0 (a machine without root or containerd)."""
+    return os.environ.get("TUNEGATE_REAL_NODE", "1") != "0"
+
+
+def ensure_images(bin_dir: Path, builder: ImageBuilder | None = None) -> ImageSet:
+    """Build (or find by content hash) the pause, operator and trainer images."""
+    problems = missing_prerequisites()
+    if problems:
+        raise RealNodeUnavailableError(
+            "the real node needs: "
+            + "; ".join(problems)
+            + " (or set TUNEGATE_REAL_NODE=0 to run without it)"
+        )
+    return (builder or ImageBuilder()).build_all(pause_binary=bin_dir / "pause")
+
+
 class LocalCluster:
     """Context manager; every process it starts is stopped on exit, in reverse order."""
 
-    def __init__(self, *, state_dir: Path | None = None, keep_state: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        state_dir: Path | None = None,
+        keep_state: bool = False,
+        real_node: bool | None = None,
+    ) -> None:
         self.state_dir = state_dir or Path(tempfile.mkdtemp(prefix="tunegate-cluster-"))
         self.keep_state = keep_state or state_dir is not None
         self.group = ProcessGroup(log_dir=self.state_dir / "logs")
         self.info: ClusterInfo | None = None
+        self.with_real_node = real_node_wanted() if real_node is None else real_node
+        self.network: NodeNetwork | None = None
+        self.node: RealNode | None = None
+        self.node_seconds = 0.0
 
     def __enter__(self) -> ClusterInfo:
         try:
@@ -112,11 +154,29 @@ class LocalCluster:
     def start(self) -> ClusterInfo:
         started = time.monotonic()
         bin_dir = ensure_binaries()
-        access = start_control_plane(self.group, bin_dir=bin_dir, state_dir=self.state_dir)
+        host, node_access, images, builder = LOOPBACK, None, None, ImageBuilder()
+        if self.with_real_node:
+            images = ensure_images(bin_dir, builder)
+            # The bridge comes first: the API server and S3 listen on its address,
+            # which is where pods reach them.
+            self.network = create_network()
+            host = self.network.gateway
+            credentials = make_credentials(self.state_dir / "node-pki")
+            node_access = credentials.control_plane_access()
+            self.node = RealNode(
+                bin_dir=bin_dir,
+                state_dir=self.state_dir / "node",
+                network=self.network,
+                credentials=credentials,
+                log_dir=self.group.log_dir,
+            )
+        access = start_control_plane(
+            self.group, bin_dir=bin_dir, state_dir=self.state_dir, host=host, node=node_access
+        )
         kubectl = [str(bin_dir / "kubectl"), f"--kubeconfig={access.kubeconfig}"]
         self._apply(kubectl, all_node_manifests())
         self._start_kwok(bin_dir, access.kubeconfig)
-        s3 = start_object_store(self.group, bin_dir=bin_dir, state_dir=self.state_dir)
+        s3 = start_object_store(self.group, bin_dir=bin_dir, state_dir=self.state_dir, host=host)
         self.group.start(
             "pod-runner",
             [
@@ -133,7 +193,20 @@ class LocalCluster:
                 "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
             },
         )
-        wait_until(lambda: self._all_nodes_ready(kubectl), timeout=60, what="all nodes Ready")
+        if self.node is not None and images is not None:
+            self._start_real_node(self.node, images, builder, access.url, access.ca_file)
+        expected_nodes = len(all_node_manifests()) + (1 if self.node else 0)
+        wait_until(
+            lambda: self._all_nodes_ready(kubectl, expected_nodes),
+            timeout=120,
+            what="all nodes Ready",
+        )
+        if self.node is not None:
+            wait_until(
+                lambda: self._real_node_gpus(kubectl) == REAL_NODE_GPUS,
+                timeout=60,
+                what=f"{REAL_NODE_NAME} advertising {REAL_NODE_GPUS} nvidia.com/gpu",
+            )
         wait_until(
             lambda: self._default_service_account(kubectl),
             timeout=60,
@@ -148,10 +221,40 @@ class LocalCluster:
             s3_bucket=s3.bucket,
             bin_dir=str(bin_dir),
             state_dir=str(self.state_dir),
+            real_node=REAL_NODE_NAME if self.node else "",
+            operator_image=images.operator if images else "",
+            trainer_image=images.trainer if images else "",
         )
         self.info.save(self.state_dir / "cluster.json")
         self.startup_seconds = time.monotonic() - started
         return self.info
+
+    def _start_real_node(
+        self, node: RealNode, images: ImageSet, builder: ImageBuilder, api_url: str, api_ca: Path
+    ) -> None:
+        started = time.monotonic()
+        node.start_runtime(sandbox_image=images.pause)
+        node.import_images(images, builder)
+        node.route = ServiceRoute(
+            chain=f"TUNEGATE-{node.network.bridge.upper()}",
+            api_host=node.network.gateway,
+            api_port=int(api_url.rsplit(":", 1)[1]),
+        )
+        node.route.install()
+        node.start_kubelet(
+            api_url=api_url, api_ca=api_ca, kubelet_port=free_port(), healthz_port=free_port()
+        )
+        node.start_dns(kubeconfig=self.state_dir / "kubeconfig")
+        self.node_seconds = time.monotonic() - started
+
+    @staticmethod
+    def _real_node_gpus(kubectl: list[str]) -> int:
+        out = subprocess.run(
+            [*kubectl, "get", "node", REAL_NODE_NAME, "-o",
+             "jsonpath={.status.allocatable.nvidia\\.com/gpu}"],
+            capture_output=True, text=True, check=False,
+        ).stdout.strip()  # fmt: skip
+        return int(out) if out.isdigit() else 0
 
     def _apply(self, kubectl: list[str], manifests: list[dict[str, object]]) -> None:
         document = json.dumps({"apiVersion": "v1", "kind": "List", "items": manifests})
@@ -181,7 +284,7 @@ class LocalCluster:
         )
 
     @staticmethod
-    def _all_nodes_ready(kubectl: list[str]) -> bool:
+    def _all_nodes_ready(kubectl: list[str], expected: int) -> bool:
         out = subprocess.run(
             [
                 *kubectl,
@@ -194,7 +297,7 @@ class LocalCluster:
             capture_output=True,
             text=True,
         ).stdout.split()
-        return bool(out) and len(out) == len(all_node_manifests()) and set(out) == {"True"}
+        return len(out) == expected and set(out) == {"True"}
 
     @staticmethod
     def _default_service_account(kubectl: list[str]) -> bool:
@@ -206,9 +309,14 @@ class LocalCluster:
         )
 
     def logs_summary(self) -> str:
-        return self.group.logs_summary()
+        node = self.node.group.logs_summary() if self.node else ""
+        return "\n".join(part for part in (self.group.logs_summary(), node) if part)
 
     def stop(self) -> None:
+        if self.node is not None:
+            self.node.stop()
+        elif self.network is not None:
+            delete_network(self.network)
         self.group.stop()
         if not self.keep_state:
             shutil.rmtree(self.state_dir, ignore_errors=True)

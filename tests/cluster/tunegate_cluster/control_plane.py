@@ -71,8 +71,25 @@ def _http_ok(url: str) -> bool:
         return bool(response.status == 200)
 
 
-def start_control_plane(group: ProcessGroup, *, bin_dir: Path, state_dir: Path) -> ApiServerAccess:
-    """Start the four components in order, each polled until healthy."""
+@dataclass(frozen=True)
+class NodeAccess:
+    """A real node's identity and the API server's client certificate for kubelets."""
+
+    token_line: str
+    kubelet_client_cert: Path
+    kubelet_client_key: Path
+
+
+def start_control_plane(
+    group: ProcessGroup,
+    *,
+    bin_dir: Path,
+    state_dir: Path,
+    host: str = LOOPBACK,
+    node: NodeAccess | None = None,
+) -> ApiServerAccess:
+    """Start the four components in order, each polled until healthy. The API server
+    listens on `host`: loopback, or the real node's bridge address that pods reach."""
     pki = state_dir / "pki"
     pki.mkdir(parents=True, exist_ok=True)
     sa_key = pki / "service-account.key"
@@ -81,7 +98,9 @@ def start_control_plane(group: ProcessGroup, *, bin_dir: Path, state_dir: Path) 
     )
     admin_token = secrets.token_hex(24)
     token_file = pki / "tokens.csv"
-    token_file.write_text(f'{admin_token},admin,admin,"system:masters"\n')
+    token_file.write_text(
+        f'{admin_token},admin,admin,"system:masters"\n' + (node.token_line if node else "")
+    )
     token_file.chmod(0o600)
 
     etcd_port, etcd_peer_port = free_port(), free_port()
@@ -110,8 +129,8 @@ def start_control_plane(group: ProcessGroup, *, bin_dir: Path, state_dir: Path) 
         [
             str(bin_dir / "kube-apiserver"),
             f"--etcd-servers={etcd_url}",
-            f"--bind-address={LOOPBACK}",
-            f"--advertise-address={LOOPBACK}",
+            f"--bind-address={host}",
+            f"--advertise-address={host}",
             f"--secure-port={api_port}",
             f"--cert-dir={cert_dir}",
             f"--token-auth-file={token_file}",
@@ -124,9 +143,18 @@ def start_control_plane(group: ProcessGroup, *, bin_dir: Path, state_dir: Path) 
             "--endpoint-reconciler-type=none",
             "--allow-privileged=true",
             "--profiling=false",
+            *(
+                [
+                    f"--kubelet-client-certificate={node.kubelet_client_cert}",
+                    f"--kubelet-client-key={node.kubelet_client_key}",
+                    "--kubelet-preferred-address-types=InternalIP",
+                ]
+                if node
+                else []
+            ),
         ],
     )
-    url = f"https://{LOOPBACK}:{api_port}"
+    url = f"https://{host}:{api_port}"
     ca_file = cert_dir / "apiserver.crt"
     wait_until(
         lambda: _https_ok(f"{url}/readyz", ca_file=ca_file, token=admin_token),

@@ -1,6 +1,8 @@
-"""The demo: install the chart, run the operator with the chart's RBAC, fine-tune
-SmolLM2-135M for real on this machine's CPU through the local pod runner, and let two
-EvalGates judge a gentle and a forgetting fine-tune.
+"""The demo: install the chart and run its operator on the real node, fine-tune
+SmolLM2-135M for real on this machine's CPU in the trainer image, and let two
+EvalGates judge a gentle and a forgetting fine-tune. Without the real node
+(TUNEGATE_REAL_NODE=0) the operator runs as a local process with the chart's RBAC and
+the pods run through the local pod runner.
 
 `make demo` runs it on a local cluster it starts (or on the one TUNEGATE_CLUSTER
 names); tests/e2e asserts what it prints.
@@ -20,9 +22,10 @@ import yaml
 
 from tunegate_cluster import chart
 from tunegate_cluster.cluster import ClusterInfo
-from tunegate_cluster.node_pools import LOCAL_POOL
+from tunegate_cluster.node_pools import LOCAL_POOL, POOL_LABEL
 from tunegate_cluster.object_store import S3Access, s3_client
 from tunegate_cluster.operator_process import OperatorProcess
+from tunegate_cluster.real_node_config import REAL_POOL
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 EXAMPLES = REPO_ROOT / "examples"
@@ -48,8 +51,20 @@ class DemoResult:
     seconds: float = 0.0
 
 
-def documents() -> list[dict[str, Any]]:
-    return [d for name in MANIFESTS for d in yaml.safe_load_all((EXAMPLES / name).read_text()) if d]
+def documents(pool: str = REAL_POOL) -> list[dict[str, Any]]:
+    """The example manifests, placed on `pool` (they name the real node's pool)."""
+    loaded = [
+        d for name in MANIFESTS for d in yaml.safe_load_all((EXAMPLES / name).read_text()) if d
+    ]
+    for document in loaded:
+        selector = document["spec"].get("resources", {}).get("nodeSelector", {})
+        if POOL_LABEL in selector:
+            selector[POOL_LABEL] = pool
+    return loaded
+
+
+def demo_pool(cluster: ClusterInfo) -> str:
+    return REAL_POOL if cluster.real_node else LOCAL_POOL
 
 
 def upload_inputs(cluster: ClusterInfo, say: Callable[[str], None]) -> None:
@@ -75,18 +90,7 @@ def _kubectl(cluster: ClusterInfo, *args: str, stdin: str | None = None) -> str:
 
 
 def prepare_namespace(cluster: ClusterInfo) -> None:
-    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
-    secret = {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": SECRET, "namespace": NAMESPACE},
-        "stringData": {
-            "AWS_ACCESS_KEY_ID": cluster.s3_access_key,
-            "AWS_SECRET_ACCESS_KEY": cluster.s3_secret_key,
-        },
-    }
-    for body in (namespace, secret):
-        _kubectl(cluster, "apply", "-f", "-", stdin=json.dumps(body))
+    chart.apply_s3_secret(cluster, namespace=NAMESPACE, name=SECRET)
 
 
 def reset(cluster: ClusterInfo, say: Callable[[str], None]) -> None:
@@ -109,16 +113,14 @@ def reset(cluster: ClusterInfo, say: Callable[[str], None]) -> None:
         say(f"removed {removed} objects of an earlier demo run")
 
 
-def start_operator(cluster: ClusterInfo, workdir: Path) -> OperatorProcess:
-    """The operator as a local process authenticated as the chart's ServiceAccount."""
-    chart.install(
-        cluster,
-        {
-            "operator.replicas": 0,  # no operator image here: it runs as a local process
-            "s3.endpoint": cluster.s3_endpoint,
-            "s3.credentialsSecret": SECRET,
-        },
-    )
+def start_operator(cluster: ClusterInfo, workdir: Path) -> OperatorProcess | chart.ChartOperator:
+    """The chart's operator Deployment on the real node, or without one the operator as
+    a local process authenticated as the chart's ServiceAccount."""
+    if cluster.real_node:
+        operator = chart.ChartOperator(cluster, secret=SECRET, pool=REAL_POOL)
+        operator.start()
+        return operator
+    chart.install(cluster, chart.process_operator_values(cluster, secret=SECRET))
     kubeconfig = chart.service_account_kubeconfig(cluster, workdir / "operator.kubeconfig")
     local = {"tunegate.dev/pool": LOCAL_POOL}
     gpu_toleration = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
@@ -225,19 +227,24 @@ def run_demo(
     upload_inputs(cluster, say)
     prepare_namespace(cluster)
     operator = start_operator(cluster, workdir)
-    say("chart installed; operator running as ServiceAccount tunegate-operator")
+    where = (
+        f"as the chart's Deployment on node {cluster.real_node} ({cluster.operator_image})"
+        if cluster.real_node
+        else "as a local process"
+    )
+    say(f"chart installed; operator running {where} with ServiceAccount tunegate-operator")
     result = DemoResult()
     try:
         reset(cluster, say)  # with the operator up: it removes its finalizers
-        manifests = documents()
+        manifests = documents(demo_pool(cluster))
         for document in manifests:
             _kubectl(cluster, "apply", "-n", NAMESPACE, "-f", "-", stdin=json.dumps(document))
             say(f"applied {document['kind']} {document['metadata']['name']}")
         gates = [d["metadata"]["name"] for d in manifests if d["kind"] == "EvalGate"]
         watch(cluster, gates, say, timeout)
     finally:
+        result.operator_log = operator.log_text()
         operator.stop()
-        result.operator_log = operator.log_path.read_text(errors="replace")
     result.finetunejobs = {n: o.get("status") or {} for n, o in _objects(cluster, "ftj").items()}
     result.evalgates = {n: o.get("status") or {} for n, o in _objects(cluster, "evg").items()}
     for name, status in sorted(result.evalgates.items()):

@@ -1,4 +1,4 @@
-"""A MinIO server on loopback: the S3 endpoint every test reaches over HTTP."""
+"""A MinIO server: the S3 endpoint every test and pod reaches over HTTP."""
 
 from __future__ import annotations
 
@@ -36,7 +36,10 @@ def _ready(endpoint: str) -> bool:
         return bool(response.status == 200)
 
 
-def start_object_store(group: ProcessGroup, *, bin_dir: Path, state_dir: Path) -> S3Access:
+def start_object_store(
+    group: ProcessGroup, *, bin_dir: Path, state_dir: Path, host: str = LOOPBACK
+) -> S3Access:
+    """MinIO on `host` (the real node's bridge address, when pods must reach it)."""
     port, console_port = free_port(), free_port()
     access_key = "tunegate-" + secrets.token_hex(4)
     secret_key = secrets.token_urlsafe(24)
@@ -56,13 +59,13 @@ def start_object_store(group: ProcessGroup, *, bin_dir: Path, state_dir: Path) -
             str(bin_dir / "minio"),
             "server",
             "--quiet",
-            f"--address={LOOPBACK}:{port}",
+            f"--address={host}:{port}",
             f"--console-address={LOOPBACK}:{console_port}",
             str(data_dir),
         ],
         env=env,
     )
-    endpoint = f"http://{LOOPBACK}:{port}"
+    endpoint = f"http://{host}:{port}"
     wait_until(lambda: _ready(endpoint), timeout=60, what="MinIO /minio/health/ready")
     access = S3Access(
         endpoint=endpoint, access_key=access_key, secret_key=secret_key, bucket=DEFAULT_BUCKET

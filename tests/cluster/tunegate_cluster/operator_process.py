@@ -53,5 +53,8 @@ class OperatorProcess:
         if self.proc is not None:
             terminate_group(self.proc, grace_seconds=10)
 
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
     def log_tail(self, lines: int = 60) -> str:
         return tail(self.log_path, lines=lines)

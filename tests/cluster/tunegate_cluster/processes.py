@@ -106,8 +106,11 @@ class ProcessGroup:
 
     def stop(self, *, grace_seconds: float = 10.0) -> None:
         while self.components:
-            component = self.components.pop()
-            terminate_group(component.proc, grace_seconds=grace_seconds)
+            self.stop_last(grace_seconds=grace_seconds)
+
+    def stop_last(self, *, grace_seconds: float = 10.0) -> None:
+        component = self.components.pop()
+        terminate_group(component.proc, grace_seconds=grace_seconds)
 
     def logs_summary(self, *, lines: int = 25) -> str:
         return "\n".join(

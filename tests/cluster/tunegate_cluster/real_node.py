@@ -1,0 +1,368 @@
+"""A real node: containerd (CRI, runc, CNI bridge), the kubelet, a fake-GPU device
+plugin and CoreDNS, on a bridge the harness owns.
+
+The harness is root on this machine, so the node is the machine itself: pods are
+real containers from the images in `images.py`, with real cgroup limits, volumes,
+securityContext, networking and DNS. Everything started here is undone by `stop`:
+pods (through the CRI, which also releases their network namespaces), processes,
+the DNAT rule, the bridge and the mounts under the state directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tunegate_cluster.control_plane import NodeAccess, write_kubeconfig
+from tunegate_cluster.images import ImageBuilder, ImageSet
+from tunegate_cluster.processes import ProcessGroup, wait_until
+from tunegate_cluster.real_node_config import (
+    CNI_BIN_DIR,
+    REAL_NODE_NAME,
+    RUNC,
+    NodeNetwork,
+    cni_conflist,
+    containerd_config,
+    corefile,
+    device_plugin_args,
+    kubelet_config,
+    node_labels,
+    node_taint,
+)
+
+CACHE_ROOT = Path(os.environ.get("TUNEGATE_CACHE", Path.home() / ".cache" / "tunegate"))
+# Imported images outlive a cluster here, as on a real node: importing the trainer
+# image again on every start would cost minutes.
+CONTAINERD_ROOT = CACHE_ROOT / "node" / "containerd"
+DEVICE_PLUGIN_DIR = Path("/var/lib/kubelet/device-plugins")  # fixed in the kubelet
+KUBERNETES_SERVICE_IP = "10.96.0.1"
+K8S_NAMESPACE = "k8s.io"
+
+
+class RealNodeUnavailableError(RuntimeError):
+    """This machine cannot run the real node; the message says what is missing."""
+
+
+def missing_prerequisites() -> list[str]:
+    """What the real node needs from the machine (Debian package names)."""
+    problems = []
+    if os.geteuid() != 0:
+        problems.append("root (containers, bridges and cgroups need it)")
+    for tool, package in (
+        ("containerd", "containerd"),
+        ("ctr", "containerd"),
+        (str(RUNC), "runc"),
+        ("buildah", "buildah"),
+        ("mmdebstrap", "mmdebstrap"),
+        ("iptables", "iptables"),
+        ("ip", "iproute2"),
+    ):
+        if shutil.which(tool) is None:
+            problems.append(f"{tool} (Debian package {package})")
+    for plugin in ("bridge", "host-local", "loopback", "portmap"):
+        if not (CNI_BIN_DIR / plugin).exists():
+            problems.append(f"CNI plugin {plugin} (Debian package containernetworking-plugins)")
+    return problems
+
+
+def _run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(list(argv), capture_output=True, text=True, check=False)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)}: {result.stderr.strip() or result.stdout.strip()}")
+    return result
+
+
+def _used_subnets() -> str:
+    return _run("ip", "-4", "route", "show").stdout
+
+
+def create_network() -> NodeNetwork:
+    """A bridge with the host's address on a /24 no route on this machine uses yet."""
+    routes = _used_subnets()
+    for _ in range(50):
+        third = random.randrange(1, 255)
+        subnet = f"10.88.{third}.0/24"
+        if f"10.88.{third}." not in routes:
+            break
+    else:
+        raise RealNodeUnavailableError("no free 10.88.x.0/24 subnet for the node's bridge")
+    network = NodeNetwork(bridge=f"tg{random.randrange(16**6):06x}", subnet=subnet)
+    _run("ip", "link", "add", network.bridge, "type", "bridge")
+    _run("ip", "addr", "add", f"{network.gateway}/{network.prefix_length}", "dev", network.bridge)
+    _run("ip", "link", "set", network.bridge, "up")
+    return network
+
+
+def delete_network(network: NodeNetwork) -> None:
+    _run("ip", "link", "delete", network.bridge, check=False)
+
+
+@dataclass
+class ServiceRoute:
+    """The `kubernetes` Service, routed the way kube-proxy would: a DNAT from its
+    ClusterIP to the API server. No other Service is routed (the tests use none)."""
+
+    chain: str
+    api_host: str
+    api_port: int
+    installed: bool = False
+
+    def install(self) -> None:
+        _run("iptables", "-t", "nat", "-N", self.chain)
+        _run(
+            "iptables", "-t", "nat", "-A", self.chain,
+            "-d", f"{KUBERNETES_SERVICE_IP}/32", "-p", "tcp", "--dport", "443",
+            "-j", "DNAT", "--to-destination", f"{self.api_host}:{self.api_port}",
+        )  # fmt: skip
+        _run("iptables", "-t", "nat", "-I", "PREROUTING", "-j", self.chain)
+        self.installed = True
+
+    def remove(self) -> None:
+        if not self.installed:
+            return
+        _run("iptables", "-t", "nat", "-D", "PREROUTING", "-j", self.chain, check=False)
+        _run("iptables", "-t", "nat", "-F", self.chain, check=False)
+        _run("iptables", "-t", "nat", "-X", self.chain, check=False)
+        self.installed = False
+
+
+@dataclass(frozen=True)
+class NodeCredentials:
+    """What the control plane must know about the node before it starts."""
+
+    node_token: str
+    kubelet_client_ca: Path
+    apiserver_kubelet_cert: Path
+    apiserver_kubelet_key: Path
+
+    def control_plane_access(self) -> NodeAccess:
+        return NodeAccess(
+            token_line=(
+                f'{self.node_token},system:node:{REAL_NODE_NAME},{REAL_NODE_NAME},"system:nodes"\n'
+            ),
+            kubelet_client_cert=self.apiserver_kubelet_cert,
+            kubelet_client_key=self.apiserver_kubelet_key,
+        )
+
+
+def make_credentials(pki: Path) -> NodeCredentials:
+    """A CA the kubelet trusts for client certificates, and the API server's client
+    certificate from it (for logs and exec); a token for the node's own identity."""
+    import secrets
+
+    pki.mkdir(parents=True, exist_ok=True)
+    ca_key, ca_cert = pki / "kubelet-client-ca.key", pki / "kubelet-client-ca.crt"
+    key, csr, cert = (
+        pki / "apiserver-kubelet.key",
+        pki / "apiserver-kubelet.csr",
+        pki / "apiserver-kubelet.crt",
+    )
+    _run(
+        "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30",
+        "-subj", "/CN=tunegate-kubelet-client-ca", "-keyout", str(ca_key), "-out", str(ca_cert),
+    )  # fmt: skip
+    _run(
+        "openssl", "req", "-newkey", "rsa:2048", "-nodes",
+        "-subj", "/O=system:masters/CN=kube-apiserver-kubelet-client",
+        "-keyout", str(key), "-out", str(csr),
+    )  # fmt: skip
+    _run(
+        "openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca_cert), "-CAkey", str(ca_key),
+        "-CAcreateserial", "-days", "30", "-out", str(cert),
+    )  # fmt: skip
+    for path in (ca_key, key):
+        path.chmod(0o600)
+    return NodeCredentials(
+        node_token=secrets.token_hex(24),
+        kubelet_client_ca=ca_cert,
+        apiserver_kubelet_cert=cert,
+        apiserver_kubelet_key=key,
+    )
+
+
+@dataclass
+class RealNode:
+    """The node's processes (its own group: pods must be removed between stopping the
+    kubelet and stopping containerd) and what `stop` must undo that is not a process."""
+
+    bin_dir: Path
+    state_dir: Path
+    network: NodeNetwork
+    credentials: NodeCredentials
+    log_dir: Path
+    route: ServiceRoute | None = None
+    socket: Path = field(init=False)
+
+    group: ProcessGroup = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.socket = self.state_dir / "containerd" / "containerd.sock"
+        self.group = ProcessGroup(log_dir=self.log_dir)
+
+    # -- containerd ---------------------------------------------------------------
+
+    def start_runtime(self, *, sandbox_image: str) -> None:
+        for directory in ("containerd", "cni/net.d", "cni/ipam"):
+            (self.state_dir / directory).mkdir(parents=True, exist_ok=True)
+        CONTAINERD_ROOT.mkdir(parents=True, exist_ok=True)
+        (self.state_dir / "cni" / "net.d" / "10-tunegate.conflist").write_text(
+            cni_conflist(self.network, ipam_dir=self.state_dir / "cni" / "ipam")
+        )
+        config = self.state_dir / "containerd" / "config.toml"
+        config.write_text(
+            containerd_config(
+                root=CONTAINERD_ROOT,
+                state=self.state_dir / "containerd" / "state",
+                socket=self.socket,
+                sandbox_image=sandbox_image,
+                cni_conf_dir=self.state_dir / "cni" / "net.d",
+            )
+        )
+        self.group.start("containerd", ["containerd", f"--config={config}"])
+        wait_until(
+            lambda: self.ctr("version").returncode == 0,
+            timeout=60,
+            what="containerd answering on its socket (is another local cluster's node running?)",
+        )
+
+    def ctr(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return _run(
+            "ctr", f"--address={self.socket}", f"--namespace={K8S_NAMESPACE}", *args, check=False
+        )
+
+    def crictl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return _run(
+            str(self.bin_dir / "crictl"),
+            f"--runtime-endpoint=unix://{self.socket}",
+            "--timeout=60s",
+            *args,
+            check=False,
+        )
+
+    def imported(self) -> set[str]:
+        listed = self.ctr("images", "list", "--quiet")
+        return set(listed.stdout.split())
+
+    def import_images(self, images: ImageSet, builder: ImageBuilder) -> list[str]:
+        """Import every image the runtime lacks; returns the ones imported."""
+        missing = [ref for ref in images.all() if ref not in self.imported()]
+        for ref in missing:
+            with tempfile.TemporaryDirectory(prefix="tunegate-oci-", dir=CACHE_ROOT) as tmp:
+                archive = Path(tmp) / "image.tar"
+                builder.export_oci(ref, archive)
+                result = self.ctr("images", "import", "--no-unpack=false", str(archive))
+                if result.returncode != 0:
+                    raise RuntimeError(f"importing {ref} into containerd: {result.stderr.strip()}")
+            if ref not in self.imported():
+                raise RuntimeError(f"containerd did not list {ref} after importing it")
+        return missing
+
+    # -- kubelet, device plugin, DNS ------------------------------------------------
+
+    def start_kubelet(
+        self, *, api_url: str, api_ca: Path, kubelet_port: int, healthz_port: int
+    ) -> None:
+        kubelet_dir = self.state_dir / "kubelet"
+        kubelet_dir.mkdir(parents=True, exist_ok=True)
+        kubeconfig = kubelet_dir / "kubeconfig"
+        write_kubeconfig(
+            kubeconfig,
+            server=api_url,
+            token=self.credentials.node_token,
+            ca_file=api_ca,
+            user=f"system:node:{REAL_NODE_NAME}",
+        )
+        config = kubelet_dir / "config.yaml"
+        config.write_text(
+            kubelet_config(
+                runtime_socket=self.socket,
+                network=self.network,
+                port=kubelet_port,
+                healthz_port=healthz_port,
+                client_ca=self.credentials.kubelet_client_ca,
+                pod_logs_dir=self.state_dir / "pod-logs",
+            )
+        )
+        DEVICE_PLUGIN_DIR.mkdir(parents=True, exist_ok=True)
+        labels = ",".join(f"{k}={v}" for k, v in node_labels().items())
+        self.group.start(
+            "kubelet",
+            [
+                str(self.bin_dir / "kubelet"),
+                f"--config={config}",
+                f"--kubeconfig={kubeconfig}",
+                f"--root-dir={kubelet_dir / 'root'}",
+                f"--cert-dir={kubelet_dir / 'pki'}",
+                f"--hostname-override={REAL_NODE_NAME}",
+                f"--node-ip={self.network.gateway}",
+                f"--node-labels={labels}",
+                f"--register-with-taints={node_taint()}",
+                "--v=1",
+            ],
+        )
+        self.group.start(
+            "fake-gpu-device-plugin", device_plugin_args(self.bin_dir / "fake-gpu-device-plugin")
+        )
+
+    def start_dns(self, *, kubeconfig: Path) -> None:
+        directory = self.state_dir / "coredns"
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "Corefile").write_text(corefile(self.network, kubeconfig=kubeconfig))
+        self.group.start(
+            "coredns",
+            [str(self.bin_dir / "coredns"), "-conf", str(directory / "Corefile")],
+            cwd=directory,
+        )
+
+    # -- teardown -------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Kubelet first (so nothing restarts pods), then every pod through the CRI
+        (containers die, CNI releases addresses, network namespaces go), then
+        containerd, then what is not a process."""
+        while len(self.group.components) > 1:  # all but containerd, in reverse order
+            self.group.stop_last()
+        with contextlib.suppress(Exception):
+            self._remove_pods()
+        self.group.stop()
+        self._kill_orphan_shims()
+        self._unmount_state()
+        if self.route is not None:
+            self.route.remove()
+        delete_network(self.network)
+
+    def _remove_pods(self) -> None:
+        if not self.socket.exists():
+            return
+        pods = self.crictl("pods", "--quiet").stdout.split()
+        if pods:
+            self.crictl("stopp", *pods)
+        self.crictl("rmp", "--all", "--force")
+
+    def _kill_orphan_shims(self) -> None:
+        """runc shims outlive containerd by design; ours name our socket."""
+        marker = str(self.socket).encode()
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            with contextlib.suppress(OSError):
+                cmdline = (proc / "cmdline").read_bytes()
+                if b"containerd-shim" in cmdline and marker in cmdline:
+                    os.kill(int(proc.name), 9)
+
+    def _unmount_state(self) -> None:
+        """Volumes the kubelet mounted (tmpfs, projected) live under the state dir."""
+        targets = [
+            line.split()[1]
+            for line in Path("/proc/self/mounts").read_text().splitlines()
+            if len(line.split()) > 1
+        ]
+        prefixes = (str(self.state_dir) + "/", str(CONTAINERD_ROOT) + "/")
+        for target in sorted((t for t in targets if t.startswith(prefixes)), key=len, reverse=True):
+            _run("umount", "-l", target, check=False)
