@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 import torch
-from tiny_model import BUCKET, COUNTRIES, build_tiny_model, chat_rows, jsonl, upload_dir
 
+from tiny_model import BUCKET, COUNTRIES, build_tiny_model, chat_rows, jsonl, upload_dir
 from tunegate_cluster.cluster import ClusterInfo
 from tunegate_cluster.processes import wait_until
 from tunegate_trainer.config import CONFIG_ENV, TrainerConfig

@@ -117,9 +117,9 @@ def start_operator(cluster: ClusterInfo, workdir: Path) -> OperatorProcess | cha
     """The chart's operator Deployment on the real node, or without one the operator as
     a local process authenticated as the chart's ServiceAccount."""
     if cluster.real_node:
-        operator = chart.ChartOperator(cluster, secret=SECRET, pool=REAL_POOL)
-        operator.start()
-        return operator
+        in_cluster = chart.ChartOperator(cluster, secret=SECRET, pool=REAL_POOL)
+        in_cluster.start()
+        return in_cluster
     chart.install(cluster, chart.process_operator_values(cluster, secret=SECRET))
     kubeconfig = chart.service_account_kubeconfig(cluster, workdir / "operator.kubeconfig")
     local = {"tunegate.dev/pool": LOCAL_POOL}

@@ -42,6 +42,9 @@ CACHE_ROOT = Path(os.environ.get("TUNEGATE_CACHE", Path.home() / ".cache" / "tun
 CONTAINERD_ROOT = CACHE_ROOT / "node" / "containerd"
 DEVICE_PLUGIN_DIR = Path("/var/lib/kubelet/device-plugins")  # fixed in the kubelet
 KUBERNETES_SERVICE_IP = "10.96.0.1"
+# The kubelet sets these machine-wide at start (protectKernelDefaults: false); they
+# are put back as found when the node stops.
+KUBELET_SYSCTLS = ("vm/overcommit_memory", "kernel/panic", "kernel/panic_on_oops")
 K8S_NAMESPACE = "k8s.io"
 
 
@@ -198,6 +201,7 @@ class RealNode:
     log_dir: Path
     route: ServiceRoute | None = None
     socket: Path = field(init=False)
+    saved_sysctls: dict[str, str] = field(default_factory=dict)
 
     group: ProcessGroup = field(init=False)
 
@@ -290,6 +294,9 @@ class RealNode:
             )
         )
         DEVICE_PLUGIN_DIR.mkdir(parents=True, exist_ok=True)
+        for name in KUBELET_SYSCTLS:
+            with contextlib.suppress(OSError):
+                self.saved_sysctls[name] = (Path("/proc/sys") / name).read_text().strip()
         labels = ",".join(f"{k}={v}" for k, v in node_labels().items())
         self.group.start(
             "kubelet",
@@ -333,6 +340,9 @@ class RealNode:
         self.group.stop()
         self._kill_orphan_shims()
         self._unmount_state()
+        for name, value in self.saved_sysctls.items():
+            with contextlib.suppress(OSError):
+                (Path("/proc/sys") / name).write_text(value)
         if self.route is not None:
             self.route.remove()
         delete_network(self.network)

@@ -1,0 +1,239 @@
+"""The real node: pods are real containers (kubelet, containerd, runc, CNI, CoreDNS,
+a device plugin) from the images built from the project's Dockerfiles. The chart's
+operator runs as its Deployment; a two-node run finds its peer through the headless
+Service's DNS names; an OOM kill is explained in words."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from kube_helpers import BUCKET, apply, items, status
+from tiny_model import build_tiny_model, chat_rows, jsonl, upload_dir
+from tunegate_cluster import chart
+from tunegate_cluster.cluster import ClusterInfo
+from tunegate_cluster.processes import wait_until
+from tunegate_cluster.real_node_config import REAL_POOL
+
+SECRET = "tunegate-s3"
+GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+ON_REAL_NODE = {"nodeSelector": {"tunegate.dev/pool": REAL_POOL}, "tolerations": [GPU_TOLERATION]}
+
+
+@pytest.fixture(scope="module")
+def real(crds: ClusterInfo) -> ClusterInfo:
+    if not crds.real_node:
+        pytest.skip("no real node in this cluster (TUNEGATE_REAL_NODE=0)")
+    return crds
+
+
+def _pod(cluster: ClusterInfo, namespace: str, name: str) -> dict[str, Any]:
+    result = cluster.kubectl("get", "pod", name, "-n", namespace, "-o", "json")
+    return dict(json.loads(result.stdout)) if result.returncode == 0 else {}
+
+
+def _phase(cluster: ClusterInfo, namespace: str, name: str) -> str:
+    return str((_pod(cluster, namespace, name).get("status") or {}).get("phase", ""))
+
+
+def _logs(cluster: ClusterInfo, namespace: str, name: str) -> str:
+    result = cluster.kubectl("logs", name, "-n", namespace)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+PROBE = """
+import json, os, socket
+out = {"uid": os.getuid(), "gid": os.getgid(), "gpus": os.environ.get("NVIDIA_VISIBLE_DEVICES")}
+out["peer"] = socket.gethostbyname(os.environ["PEER"])
+try:
+    open("/opt/probe", "w").close()
+    out["root_writable"] = True
+except OSError:
+    out["root_writable"] = False
+with socket.create_connection(
+    (os.environ["KUBERNETES_SERVICE_HOST"], int(os.environ["KUBERNETES_SERVICE_PORT"])), 5
+):
+    out["api_reachable"] = True
+print(json.dumps(out))
+"""
+
+
+def test_pods_are_containers_from_the_image_with_security_dns_and_gpus(
+    real: ClusterInfo, namespace: str
+) -> None:
+    """A GPU pod with a restricted securityContext resolves its peer's headless-Service
+    name through CoreDNS and reaches the API server's Service address."""
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "peers"},
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": {"app": "peer"},
+            "ports": [{"name": "p", "port": 29500}],
+        },
+    }
+
+    def pod(name: str, command: str, **extra: Any) -> dict[str, Any]:
+        return {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "labels": {"app": "peer"}},
+            "spec": {
+                "hostname": name,
+                "subdomain": "peers",
+                "restartPolicy": "Never",
+                **ON_REAL_NODE,
+                "securityContext": {
+                    "runAsNonRoot": True,
+                    "runAsUser": 10001,
+                    "runAsGroup": 10001,
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                },
+                "containers": [
+                    {
+                        "name": "main",
+                        "image": real.operator_image,
+                        "command": ["python", "-c", command],
+                        "securityContext": {
+                            "readOnlyRootFilesystem": True,
+                            "allowPrivilegeEscalation": False,
+                            "capabilities": {"drop": ["ALL"]},
+                        },
+                        **extra,
+                    }
+                ],
+            },
+        }
+
+    apply(real, namespace, service)
+    apply(real, namespace, pod("b", "import time; time.sleep(600)"))
+    wait_until(lambda: _phase(real, namespace, "b") == "Running", timeout=120, what="pod b Running")
+    probe = pod(
+        "a",
+        PROBE,
+        env=[{"name": "PEER", "value": f"b.peers.{namespace}.svc.cluster.local"}],
+        resources={"limits": {"nvidia.com/gpu": "1"}},
+    )
+    apply(real, namespace, probe)
+    wait_until(
+        lambda: _phase(real, namespace, "a") in ("Succeeded", "Failed"),
+        timeout=120,
+        what=lambda: f"pod a to finish: {json.dumps(_pod(real, namespace, 'a').get('status'))}",
+    )
+    pod_a, pod_b = _pod(real, namespace, "a"), _pod(real, namespace, "b")
+    assert pod_a["status"]["phase"] == "Succeeded", _logs(real, namespace, "a")
+    assert pod_a["spec"]["nodeName"] == real.real_node
+    (container,) = pod_a["status"]["containerStatuses"]
+    assert container["image"] == real.operator_image
+    assert container["imageID"].startswith("sha256:") or "@sha256:" in container["imageID"]
+    seen = json.loads(_logs(real, namespace, "a").strip().splitlines()[-1])
+    assert seen["uid"] == 10001 and seen["gid"] == 10001
+    assert seen["root_writable"] is False
+    assert seen["gpus"] and seen["gpus"].startswith("fake-gpu-")  # the device plugin's
+    assert seen["peer"] == pod_b["status"]["podIP"] != pod_a["status"]["podIP"]
+    assert seen["api_reachable"] is True
+
+
+@pytest.fixture(scope="module")
+def chart_operator(real: ClusterInfo) -> Iterator[chart.ChartOperator]:
+    with chart.ChartOperator(real, secret=SECRET, pool=REAL_POOL) as operator:
+        yield operator
+
+
+def test_the_charts_operator_runs_from_its_image_as_the_chart_says(
+    real: ClusterInfo, chart_operator: chart.ChartOperator
+) -> None:
+    (pod,) = chart_operator.pods()
+    assert pod["spec"]["nodeName"] == real.real_node
+    (container,) = pod["status"]["containerStatuses"]
+    assert container["ready"] is True and container["restartCount"] == 0, chart_operator.describe()
+    assert container["image"] == real.operator_image
+    exec_ = ["exec", pod["metadata"]["name"], f"--namespace={chart.NAMESPACE}", "--"]
+    uid = real.kubectl(*exec_, "id", "-u")
+    assert uid.returncode == 0, uid.stderr
+    assert uid.stdout.strip() == "10001"
+    write = real.kubectl(*exec_, "touch", "/opt/tunegate/probe")
+    assert write.returncode != 0 and "Read-only file system" in write.stderr
+
+
+@pytest.fixture(scope="module")
+def tiny_run(real: ClusterInfo, s3: Any, tmp_path_factory: pytest.TempPathFactory) -> str:
+    root = f"real-node/{uuid.uuid4().hex[:8]}"
+    upload_dir(s3, build_tiny_model(tmp_path_factory.mktemp("tiny")), f"{root}/model")
+    s3.put_object(Bucket=BUCKET, Key=f"{root}/data/train.jsonl", Body=jsonl(chat_rows()))
+    return root
+
+
+def _finetunejob(name: str, root: str, **resources: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "tunegate.dev/v1alpha1",
+        "kind": "FineTuneJob",
+        "metadata": {"name": name},
+        "spec": {
+            "model": {"uri": f"s3://{BUCKET}/{root}/model"},
+            "dataset": {"train": f"s3://{BUCKET}/{root}/data/train.jsonl", "format": "chat"},
+            "training": {"maxSteps": 4, "batchSize": 4, "maxSeqLength": 64, "checkpointEvery": 2},
+            "audit": {"mode": "warn"},
+            "resources": {"gpusPerNode": 1, "nodeSelector": {"tunegate.dev/pool": REAL_POOL}}
+            | resources,
+            "output": {"uri": f"s3://{BUCKET}/{root}/out/{name}"},
+            "storage": {"credentialsSecret": SECRET},
+            "runPolicy": {"backoffLimit": 0},
+        },
+    }
+
+
+def _wait_phase(
+    cluster: ClusterInfo, namespace: str, name: str, phases: set[str]
+) -> dict[str, Any]:
+    wait_until(
+        lambda: status(cluster, namespace, name).get("phase") in phases,
+        timeout=900,
+        what=lambda: f"{name} to reach {phases}: {json.dumps(status(cluster, namespace, name))}",
+        interval=2,
+    )
+    return status(cluster, namespace, name)
+
+
+def test_two_nodes_train_together_through_headless_dns_and_publish_one_adapter(
+    real: ClusterInfo,
+    chart_operator: chart.ChartOperator,
+    tiny_run: str,
+    namespace: str,
+    s3: Any,
+) -> None:
+    chart.apply_s3_secret(real, namespace=namespace, name=SECRET)
+    apply(real, namespace, _finetunejob("pair", tiny_run, nodes=2))
+    done = _wait_phase(real, namespace, "pair", {"Succeeded", "Failed"})
+    assert done["phase"] == "Succeeded", done
+    pods = items(real, namespace, "pods", "job-name=pair-train-1")
+    assert len(pods) == 2
+    assert {p["spec"]["nodeName"] for p in pods} == {real.real_node}
+    assert {p["status"]["phase"] for p in pods} == {"Succeeded"}
+    assert all(p["spec"]["containers"][0]["image"] == real.trainer_image for p in pods)
+    rank0 = next(p for p in pods if p["metadata"]["name"].startswith("pair-train-1-0-"))
+    assert "world size 2" in _logs(real, namespace, rank0["metadata"]["name"])
+    manifest = json.loads(
+        s3.get_object(Bucket=BUCKET, Key=f"{tiny_run}/out/pair/manifest.json")["Body"].read()
+    )
+    assert manifest["adapter"]["sha256"] == done["adapter"]["sha256"]
+
+
+def test_an_oom_killed_run_says_so_and_names_its_memory_limit(
+    real: ClusterInfo, chart_operator: chart.ChartOperator, tiny_run: str, namespace: str
+) -> None:
+    chart.apply_s3_secret(real, namespace=namespace, name=SECRET)
+    # Importing torch alone needs more than this.
+    apply(real, namespace, _finetunejob("small", tiny_run, memory="160Mi"))
+    done = _wait_phase(real, namespace, "small", {"Succeeded", "Failed"})
+    assert done["phase"] == "Failed", done
+    failed = next(c for c in done["conditions"] if c["type"] == "Failed")
+    assert "OOMKilled" in failed["message"], failed
+    assert "160Mi" in failed["message"], failed
