@@ -164,14 +164,15 @@ def preflight(spec: FineTuneJobSpec, inputs: PreflightInputs) -> PreflightResult
                 waiting=False,
             )
         )
-    elif wanted and len([n for n in matching if n.gpus >= wanted]) < spec.resources.nodes:
-        count = len([n for n in matching if n.gpus >= wanted])
+    elif wanted and (slots := sum(n.gpus // wanted for n in matching)) < spec.resources.nodes:
+        # Each of the run's pods needs gpusPerNode GPUs on one node; several pods may
+        # share a node that has room for them (the scheduler packs them as it can).
         problems.append(
             Problem(
                 "spec.resources.nodes",
                 "InsufficientNodes",
-                f"spec.resources.nodes is {spec.resources.nodes} but {pool} has only {count} "
-                f"node(s) with {wanted} {GPU}; waiting for the pool to grow",
+                f"spec.resources.nodes is {spec.resources.nodes} but {pool} has room for only "
+                f"{slots} pod(s) of {wanted} {GPU}; waiting for the pool to grow",
                 waiting=True,
             )
         )

@@ -145,6 +145,9 @@ class ChartOperator:
             **process_operator_values(cluster, secret=secret),
             **image_values(cluster.operator_image),
             "operator.replicas": 1,
+            # kwok's fake nodes run nothing; the real node carries the GPU taint.
+            "operator.nodeSelector": {"tunegate.dev/pool": pool},
+            "operator.tolerations": [gpu_toleration],
             "trainer.image": cluster.trainer_image,
             "audit.nodeSelector": {"tunegate.dev/pool": pool},
             "audit.tolerations": [gpu_toleration],
@@ -184,7 +187,9 @@ class ChartOperator:
             "get", "pods", f"--namespace={NAMESPACE}", "-o", "json",
             "-l", "app.kubernetes.io/component=operator",
         )  # fmt: skip
-        return list(json.loads(out.stdout or '{"items": []}')["items"])
+        listed = json.loads(out.stdout or '{"items": []}')["items"]
+        # A rollout's replaced pod may still be terminating.
+        return [pod for pod in listed if not pod["metadata"].get("deletionTimestamp")]
 
     def describe(self) -> str:
         pods = self.cluster.kubectl(

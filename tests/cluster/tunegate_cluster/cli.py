@@ -76,7 +76,7 @@ def _images() -> int:
     builder = ImageBuilder(say=_say)
     images = ensure_images(ensure_binaries(), builder)
     for ref in images.all():
-        print(f"  {ref}  {builder.size_bytes(ref) / 2**20:.0f} MiB")
+        print(f"  {ref}  {builder.size(ref)}")
     print(f"images ready in {time.monotonic() - started:.1f}s", file=sys.stderr)
     return 0
 

@@ -142,9 +142,9 @@ class ImageBuilder:
     def image_id(self, ref: str) -> str:
         return self.buildah("inspect", "--type=image", "--format={{.FromImageID}}", ref).strip()
 
-    def size_bytes(self, ref: str) -> int:
-        out = self.buildah("images", "--json", ref)
-        return int(json.loads(out)[0]["size"])
+    def size(self, ref: str) -> str:
+        """Unpacked size as buildah reports it (e.g. '564 MB')."""
+        return str(json.loads(self.buildah("images", "--json", ref))[0]["size"])
 
     def _timed(self, ref: str, build: Callable[[], None]) -> str:
         if self.exists(ref):

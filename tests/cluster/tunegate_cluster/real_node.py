@@ -13,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import secrets
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -106,6 +108,48 @@ def delete_network(network: NodeNetwork) -> None:
     _run("ip", "link", "delete", network.bridge, check=False)
 
 
+def iptables_chains() -> set[tuple[str, str]]:
+    """(table, chain) of every chain on the machine now."""
+    chains, table = set(), ""
+    for line in _run("iptables-save").stdout.splitlines():
+        if line.startswith("*"):
+            table = line[1:]
+        elif line.startswith(":"):
+            chains.add((table, line[1:].split()[0]))
+    return chains
+
+
+def remove_chains_added_since(before: set[tuple[str, str]]) -> None:
+    """The kubelet adds KUBE-FIREWALL and canary chains and never removes them."""
+    added = iptables_chains() - before
+    for table in {t for t, _ in added}:
+        names = {c for t, c in added if t == table}
+        for rule in _run("iptables", "-t", table, "-S").stdout.splitlines():
+            words = shlex.split(rule)
+            if words[:1] == ["-A"] and "-j" in words and words[words.index("-j") + 1] in names:
+                _run("iptables", "-t", table, "-D", *words[1:], check=False)
+        for chain in names:
+            _run("iptables", "-t", table, "-F", chain, check=False)
+        for chain in names:
+            _run("iptables", "-t", table, "-X", chain, check=False)
+
+
+def remove_cgroups_added_since(before: set[Path]) -> None:
+    """The kubelet's `kubepods` hierarchy in each controller, once its pods are gone."""
+    for top in kubepods_cgroups():
+        if top in before or not top.is_dir():
+            continue
+        nested = sorted((d for d in top.rglob("*") if d.is_dir()), key=lambda d: len(d.parts))
+        for directory in [*reversed(nested), top]:
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+
+
+def kubepods_cgroups() -> list[Path]:
+    root = Path("/sys/fs/cgroup")
+    return [controller / "kubepods" for controller in root.iterdir()] if root.is_dir() else []
+
+
 @dataclass
 class ServiceRoute:
     """The `kubernetes` Service, routed the way kube-proxy would: a DNAT from its
@@ -157,8 +201,6 @@ class NodeCredentials:
 def make_credentials(pki: Path) -> NodeCredentials:
     """A CA the kubelet trusts for client certificates, and the API server's client
     certificate from it (for logs and exec); a token for the node's own identity."""
-    import secrets
-
     pki.mkdir(parents=True, exist_ok=True)
     ca_key, ca_cert = pki / "kubelet-client-ca.key", pki / "kubelet-client-ca.crt"
     key, csr, cert = (
@@ -202,6 +244,9 @@ class RealNode:
     route: ServiceRoute | None = None
     socket: Path = field(init=False)
     saved_sysctls: dict[str, str] = field(default_factory=dict)
+    chains_before: set[tuple[str, str]] = field(default_factory=set)
+    cgroups_before: set[Path] = field(default_factory=set)
+    created_dirs: list[Path] = field(default_factory=list)
 
     group: ProcessGroup = field(init=False)
 
@@ -260,7 +305,7 @@ class RealNode:
             with tempfile.TemporaryDirectory(prefix="tunegate-oci-", dir=CACHE_ROOT) as tmp:
                 archive = Path(tmp) / "image.tar"
                 builder.export_oci(ref, archive)
-                result = self.ctr("images", "import", "--no-unpack=false", str(archive))
+                result = self.ctr("images", "import", "--snapshotter=overlayfs", str(archive))
                 if result.returncode != 0:
                     raise RuntimeError(f"importing {ref} into containerd: {result.stderr.strip()}")
             if ref not in self.imported():
@@ -293,7 +338,14 @@ class RealNode:
                 pod_logs_dir=self.state_dir / "pod-logs",
             )
         )
+        self.created_dirs = [
+            d
+            for d in (*reversed(DEVICE_PLUGIN_DIR.parents[:3]), DEVICE_PLUGIN_DIR)
+            if not d.exists()
+        ]
         DEVICE_PLUGIN_DIR.mkdir(parents=True, exist_ok=True)
+        self.chains_before = iptables_chains()
+        self.cgroups_before = {d for d in kubepods_cgroups() if d.is_dir()}
         for name in KUBELET_SYSCTLS:
             with contextlib.suppress(OSError):
                 self.saved_sysctls[name] = (Path("/proc/sys") / name).read_text().strip()
@@ -343,6 +395,10 @@ class RealNode:
         for name, value in self.saved_sysctls.items():
             with contextlib.suppress(OSError):
                 (Path("/proc/sys") / name).write_text(value)
+        if self.chains_before:
+            remove_chains_added_since(self.chains_before)
+        remove_cgroups_added_since(self.cgroups_before)
+        self._remove_device_plugin_dir()
         if self.route is not None:
             self.route.remove()
         delete_network(self.network)
@@ -354,6 +410,18 @@ class RealNode:
         if pods:
             self.crictl("stopp", *pods)
         self.crictl("rmp", "--all", "--force")
+
+    def _remove_device_plugin_dir(self) -> None:
+        """The kubelet's fixed /var/lib/kubelet/device-plugins, if this node made it."""
+        if DEVICE_PLUGIN_DIR in self.created_dirs:
+            shutil.rmtree(DEVICE_PLUGIN_DIR, ignore_errors=True)
+        else:
+            for name in ("kubelet.sock", "kubelet_internal_checkpoint"):
+                with contextlib.suppress(OSError):
+                    (DEVICE_PLUGIN_DIR / name).unlink()
+        for directory in reversed(self.created_dirs):
+            with contextlib.suppress(OSError):
+                directory.rmdir()
 
     def _kill_orphan_shims(self) -> None:
         """runc shims outlive containerd by design; ours name our socket."""
