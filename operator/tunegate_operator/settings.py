@@ -26,8 +26,10 @@ class Settings:
     credentials_secret: str | None = None
     service_account: str | None = None
     audit_placement: Placement = field(default_factory=Placement)
-    audit_cpu: str = "2"
-    audit_memory: str = "4Gi"
+    # The audit container's resources (requests, limits), as in a pod spec.
+    audit_resources: dict[str, Any] = field(
+        default_factory=lambda: {"requests": {"cpu": "2", "memory": "4Gi"}}
+    )
     master_port: int = 29500
     retry_base_seconds: float = 10.0
     retry_max_seconds: float = 300.0
@@ -60,6 +62,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
             node_selector=_json_env(env, "TUNEGATE_AUDIT_NODE_SELECTOR", {}),
             tolerations=_json_env(env, "TUNEGATE_AUDIT_TOLERATIONS", []),
         ),
+        audit_resources=_json_env(env, "TUNEGATE_AUDIT_RESOURCES", defaults.audit_resources),
         pod_annotations=_json_env(env, "TUNEGATE_POD_ANNOTATIONS", {}),
         retry_base_seconds=float(
             env.get("TUNEGATE_RETRY_BASE_SECONDS", defaults.retry_base_seconds)

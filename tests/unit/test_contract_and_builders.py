@@ -146,3 +146,31 @@ def test_multi_node_job_is_indexed_with_rendezvous_env() -> None:
 def test_settings_reject_malformed_json_naming_the_variable() -> None:
     with pytest.raises(ValueError, match="TUNEGATE_AUDIT_NODE_SELECTOR must be JSON"):
         load_settings({"TUNEGATE_AUDIT_NODE_SELECTOR": "{pool: cpu}"})
+
+
+def test_audit_resources_come_from_the_chart_setting() -> None:
+    small = '{"requests": {"cpu": "250m", "memory": "1Gi"}}'
+    audit = jobs.audit_job(
+        _spec(), run=RUN, settings=load_settings({"TUNEGATE_AUDIT_RESOURCES": small})
+    )
+    container = audit["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"] == {"requests": {"cpu": "250m", "memory": "1Gi"}}
+    default = jobs.audit_job(_spec(), run=RUN, settings=load_settings({}))
+    assert default["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"] == {
+        "cpu": "2",
+        "memory": "4Gi",
+    }
+
+
+def test_a_memory_setting_is_the_training_pods_request_and_limit() -> None:
+    job = jobs.training_job(
+        _spec(gpusPerNode=1, memory="12Gi"),
+        run=RUN,
+        attempt=1,
+        settings=SETTINGS,
+        active_deadline_seconds=None,
+        suspend=False,
+    )
+    resources = job["spec"]["template"]["spec"]["containers"][0]["resources"]
+    assert resources["requests"]["memory"] == resources["limits"]["memory"] == "12Gi"
+    assert resources["limits"]["nvidia.com/gpu"] == "1"

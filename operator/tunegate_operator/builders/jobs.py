@@ -142,9 +142,7 @@ def audit_job(spec: FineTuneJobSpec, *, run: RunRef, settings: Settings) -> dict
             _config_env(spec, run, 1, settings),
             *_credential_env(credentials_secret(spec, settings)),
         ],
-        "resources": {
-            "requests": {"cpu": settings.audit_cpu, "memory": settings.audit_memory},
-        },
+        "resources": settings.audit_resources,
         "securityContext": container_security_context(),
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }

@@ -151,6 +151,8 @@ class ChartOperator:
             "trainer.image": cluster.trainer_image,
             "audit.nodeSelector": {"tunegate.dev/pool": pool},
             "audit.tolerations": [gpu_toleration],
+            # The real node is this 2-core machine; the default (2 CPUs) cannot fit.
+            "audit.resources": {"requests": {"cpu": "250m", "memory": "1Gi"}},
             "retryBaseSeconds": 2,
             "operator.extraEnv": [
                 {"name": "TUNEGATE_PROGRESS_INTERVAL_SECONDS", "value": "5"},
