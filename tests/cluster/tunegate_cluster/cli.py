@@ -21,11 +21,15 @@ from tunegate_cluster.cluster import (
 
 def _up(state_dir: Path) -> int:
     stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, lambda *_: stop.set())
+    # While starting (image builds can take minutes), a signal unwinds the start and
+    # stops what already runs; once up, it ends the wait below.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
     state_dir.mkdir(parents=True, exist_ok=True)
     cluster = LocalCluster(state_dir=state_dir)
     with cluster as info:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, lambda *_: stop.set())
         env_file = state_dir / "cluster.env"
         env_file.write_text(
             "".join(f"export {k}={shlex.quote(v)}\n" for k, v in info.env().items())
@@ -47,6 +51,10 @@ def _up(state_dir: Path) -> int:
                 print(exc, file=sys.stderr)
                 return 1
     return 0
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _demo(state_dir: Path) -> int:
