@@ -213,10 +213,18 @@ def test_two_nodes_train_together_through_headless_dns_and_publish_one_adapter(
     apply(real, namespace, _finetunejob("pair", tiny_run, nodes=2))
     done = _wait_phase(real, namespace, "pair", {"Succeeded", "Failed"})
     assert done["phase"] == "Succeeded", done
+    # The run is complete once rank 0 wrote the manifest; the pods exit right after.
+    wait_until(
+        lambda: (
+            {p["status"]["phase"] for p in items(real, namespace, "pods", "job-name=pair-train-1")}
+            == {"Succeeded"}
+        ),
+        timeout=180,
+        what="both training pods to exit 0",
+    )
     pods = items(real, namespace, "pods", "job-name=pair-train-1")
     assert len(pods) == 2
     assert {p["spec"]["nodeName"] for p in pods} == {real.real_node}
-    assert {p["status"]["phase"] for p in pods} == {"Succeeded"}
     assert all(p["spec"]["containers"][0]["image"] == real.trainer_image for p in pods)
     rank0 = next(p for p in pods if p["metadata"]["name"].startswith("pair-train-1-0-"))
     assert "world size 2" in _logs(real, namespace, rank0["metadata"]["name"])

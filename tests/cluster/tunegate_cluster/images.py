@@ -241,11 +241,22 @@ class ImageBuilder:
 
     def build_all(self, *, pause_binary: Path) -> ImageSet:
         base = self.base()
-        return ImageSet(
+        images = ImageSet(
             pause=self.pause(pause_binary),
             operator=self.project(OPERATOR, base=base),
             trainer=self.project(TRAINER, base=base),
         )
+        self.prune(keep={base, *images.all()})
+        return images
+
+    def prune(self, *, keep: set[str]) -> None:
+        """Earlier builds of our images go: each trainer image is gigabytes."""
+        listed = json.loads(self.buildah("images", "--json") or "[]")
+        for image in listed:
+            names = image.get("names") or []
+            ours = [n for n in names if n.startswith(f"{REPOSITORY}/")]
+            if ours and not set(names) & keep:
+                self.buildah("rmi", "--force", image["id"])
 
     def export_oci(self, ref: str, target: Path) -> None:
         """An uncompressed OCI archive (compressing gigabytes of wheels costs minutes

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tunegate_cluster.control_plane import NodeAccess, write_kubeconfig
-from tunegate_cluster.images import ImageBuilder, ImageSet
+from tunegate_cluster.images import REPOSITORY, ImageBuilder, ImageSet
 from tunegate_cluster.processes import ProcessGroup, wait_until
 from tunegate_cluster.real_node_config import (
     CNI_BIN_DIR,
@@ -299,7 +299,11 @@ class RealNode:
         return set(listed.stdout.split())
 
     def import_images(self, images: ImageSet, builder: ImageBuilder) -> list[str]:
-        """Import every image the runtime lacks; returns the ones imported."""
+        """Import every image the runtime lacks (after removing our earlier builds, which
+        containerd then garbage-collects); returns the ones imported."""
+        for ref in self.imported():
+            if ref.startswith(f"{REPOSITORY}/") and ref not in images.all():
+                self.ctr("images", "remove", ref)
         missing = [ref for ref in images.all() if ref not in self.imported()]
         for ref in missing:
             with tempfile.TemporaryDirectory(prefix="tunegate-oci-", dir=CACHE_ROOT) as tmp:
