@@ -125,3 +125,35 @@ def test_kubectl_plugin_shows_a_runs_logs(demo: Any, crds: ClusterInfo) -> None:
     assert shown.returncode == 0, shown.stderr
     assert f"==> pod {GENTLE}-train-1" in shown.stdout
     assert "train_loss" in shown.stdout  # the trainer's own log lines, not a stub
+
+
+@pytest.mark.timeout(600)
+def test_the_demo_ran_in_containers_from_the_trainer_image_on_the_real_node(
+    demo: Any, crds: ClusterInfo
+) -> None:
+    """What the runtime was told to run, read back from containerd: the image, the
+    uid, no privilege escalation, no capabilities."""
+    if not crds.real_node:
+        pytest.skip("no real node in this cluster (TUNEGATE_REAL_NODE=0)")
+    pods = json.loads(crds.kubectl("get", "pods", "-n", NAMESPACE, "-o", "json").stdout)["items"]
+    components = {p["metadata"]["labels"].get("tunegate.dev/component") for p in pods}
+    assert {"audit", "train"} <= components and any(
+        p["metadata"]["labels"].get("tunegate.dev/evalgate") for p in pods
+    )
+    crictl = [
+        f"{crds.bin_dir}/crictl",
+        f"--runtime-endpoint=unix://{crds.state_dir}/node/containerd/containerd.sock",
+    ]
+    for pod in pods:
+        assert pod["spec"]["nodeName"] == crds.real_node
+        (status,) = pod["status"]["containerStatuses"]
+        assert status["image"] == crds.trainer_image
+        assert status["state"]["terminated"]["exitCode"] == 0
+        container_id = status["containerID"].removeprefix("containerd://")
+        inspected = subprocess.run(
+            [*crictl, "inspect", container_id], capture_output=True, text=True, check=True
+        )
+        spec = json.loads(inspected.stdout)["info"]["runtimeSpec"]
+        assert spec["process"]["user"]["uid"] == 10001
+        assert spec["process"]["noNewPrivileges"] is True
+        assert not spec["process"]["capabilities"].get("effective")
