@@ -16,18 +16,16 @@ from types import TracebackType
 
 from tunegate_cluster.control_plane import LOOPBACK, free_port, start_control_plane
 from tunegate_cluster.images import ImageBuilder, ImageSet
-from tunegate_cluster.node_pools import LOCAL_NODE_NAME, MANAGED_BY_KWOK_LABEL, all_node_manifests
-from tunegate_cluster.object_store import start_object_store
-from tunegate_cluster.processes import ProcessGroup, wait_until
-from tunegate_cluster.real_node import (
-    RealNode,
-    RealNodeUnavailableError,
+from tunegate_cluster.node_host import (
     ServiceRoute,
     create_network,
     delete_network,
     make_credentials,
-    missing_prerequisites,
 )
+from tunegate_cluster.node_pools import LOCAL_NODE_NAME, MANAGED_BY_KWOK_LABEL, all_node_manifests
+from tunegate_cluster.object_store import start_object_store
+from tunegate_cluster.processes import ProcessGroup, wait_until
+from tunegate_cluster.real_node import RealNode, RealNodeUnavailableError, missing_prerequisites
 from tunegate_cluster.real_node_config import REAL_NODE_GPUS, REAL_NODE_NAME, NodeNetwork
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
