@@ -250,13 +250,17 @@ class ImageBuilder:
         return images
 
     def prune(self, *, keep: set[str]) -> None:
-        """Earlier builds of our images go: each trainer image is gigabytes."""
+        """Earlier builds of our images go, with the working containers an interrupted
+        build leaves and the layers nothing uses any more: each trainer image is
+        gigabytes."""
+        self.buildah("rm", "--all")
         listed = json.loads(self.buildah("images", "--json") or "[]")
         for image in listed:
             names = image.get("names") or []
             ours = [n for n in names if n.startswith(f"{REPOSITORY}/")]
             if ours and not set(names) & keep:
                 self.buildah("rmi", "--force", image["id"])
+        self.buildah("rmi", "--prune")
 
     def export_oci(self, ref: str, target: Path) -> None:
         """An uncompressed OCI archive (compressing gigabytes of wheels costs minutes

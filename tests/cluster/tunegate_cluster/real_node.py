@@ -154,7 +154,7 @@ class RealNode:
         containerd then garbage-collects); returns the ones imported."""
         for ref in self.imported():
             if ref.startswith(f"{REPOSITORY}/") and ref not in images.all():
-                self.ctr("images", "remove", ref)
+                self.ctr("images", "remove", "--sync", ref)  # --sync: wait for the GC
         missing = [ref for ref in images.all() if ref not in self.imported()]
         for ref in missing:
             with tempfile.TemporaryDirectory(prefix="tunegate-oci-", dir=CACHE_ROOT) as tmp:
