@@ -16,12 +16,12 @@ from kube_helpers import BUCKET, apply, items, status
 from tiny_model import build_tiny_model, chat_rows, jsonl, upload_dir
 from tunegate_cluster import chart
 from tunegate_cluster.cluster import ClusterInfo
+from tunegate_cluster.node_pools import GPU_TOLERATION, POOL_LABEL
 from tunegate_cluster.processes import wait_until
 from tunegate_cluster.real_node_config import REAL_POOL
 
 SECRET = "tunegate-s3"
-GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
-ON_REAL_NODE = {"nodeSelector": {"tunegate.dev/pool": REAL_POOL}, "tolerations": [GPU_TOLERATION]}
+ON_REAL_NODE = {"nodeSelector": {POOL_LABEL: REAL_POOL}, "tolerations": [GPU_TOLERATION]}
 
 
 @pytest.fixture(scope="module")
@@ -181,8 +181,7 @@ def _finetunejob(name: str, root: str, **resources: Any) -> dict[str, Any]:
             "dataset": {"train": f"s3://{BUCKET}/{root}/data/train.jsonl", "format": "chat"},
             "training": {"maxSteps": 4, "batchSize": 4, "maxSeqLength": 64, "checkpointEvery": 2},
             "audit": {"mode": "warn"},
-            "resources": {"gpusPerNode": 1, "nodeSelector": {"tunegate.dev/pool": REAL_POOL}}
-            | resources,
+            "resources": {"gpusPerNode": 1, "nodeSelector": {POOL_LABEL: REAL_POOL}} | resources,
             "output": {"uri": f"s3://{BUCKET}/{root}/out/{name}"},
             "storage": {"credentialsSecret": SECRET},
             "runPolicy": {"backoffLimit": 0},

@@ -11,6 +11,8 @@ from typing import Any
 import yaml
 
 from tunegate_cluster.cluster import ClusterInfo
+from tunegate_cluster.node_pools import GPU_TOLERATION, POOL_LABEL
+from tunegate_cluster.processes import wait_until
 
 CHART = Path(__file__).resolve().parents[3] / "helm" / "tunegate"
 RELEASE = "tunegate"
@@ -140,17 +142,16 @@ class ChartOperator:
             raise RuntimeError("the chart's operator needs the real node (TUNEGATE_REAL_NODE)")
         self.cluster = cluster
         self.secret = secret
-        gpu_toleration = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
         self.values: dict[str, Any] = {
             **process_operator_values(cluster, secret=secret),
             **image_values(cluster.operator_image),
             "operator.replicas": 1,
             # kwok's fake nodes run nothing; the real node carries the GPU taint.
-            "operator.nodeSelector": {"tunegate.dev/pool": pool},
-            "operator.tolerations": [gpu_toleration],
+            "operator.nodeSelector": {POOL_LABEL: pool},
+            "operator.tolerations": [GPU_TOLERATION],
             "trainer.image": cluster.trainer_image,
-            "audit.nodeSelector": {"tunegate.dev/pool": pool},
-            "audit.tolerations": [gpu_toleration],
+            "audit.nodeSelector": {POOL_LABEL: pool},
+            "audit.tolerations": [GPU_TOLERATION],
             # The real node is this 2-core machine; the default (2 CPUs) cannot fit.
             "audit.resources": {"requests": {"cpu": "250m", "memory": "1Gi"}},
             "retryBaseSeconds": 2,
@@ -170,8 +171,6 @@ class ChartOperator:
         self.stop()
 
     def start(self) -> None:
-        from tunegate_cluster.processes import wait_until
-
         # The operator's own S3 identity (it reads results and promotes).
         apply_s3_secret(self.cluster, namespace=NAMESPACE, name=self.secret)
         install(self.cluster, self.values)
@@ -214,8 +213,6 @@ class ChartOperator:
         return result.stdout + result.stderr
 
     def stop(self) -> None:
-        from tunegate_cluster.processes import wait_until
-
         install(self.cluster, process_operator_values(self.cluster, secret=self.secret))
         wait_until(
             lambda: not self.pods(),

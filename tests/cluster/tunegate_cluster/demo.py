@@ -22,7 +22,7 @@ import yaml
 
 from tunegate_cluster import chart
 from tunegate_cluster.cluster import ClusterInfo
-from tunegate_cluster.node_pools import LOCAL_POOL, POOL_LABEL
+from tunegate_cluster.node_pools import GPU_TOLERATION, LOCAL_POOL, POOL_LABEL
 from tunegate_cluster.object_store import S3Access, s3_client
 from tunegate_cluster.operator_process import OperatorProcess
 from tunegate_cluster.real_node_config import REAL_POOL
@@ -122,8 +122,7 @@ def start_operator(cluster: ClusterInfo, workdir: Path) -> OperatorProcess | cha
         return in_cluster
     chart.install(cluster, chart.process_operator_values(cluster, secret=SECRET))
     kubeconfig = chart.service_account_kubeconfig(cluster, workdir / "operator.kubeconfig")
-    local = {"tunegate.dev/pool": LOCAL_POOL}
-    gpu_toleration = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    local = {POOL_LABEL: LOCAL_POOL}
     operator = OperatorProcess(
         cluster,
         workdir,
@@ -133,7 +132,7 @@ def start_operator(cluster: ClusterInfo, workdir: Path) -> OperatorProcess | cha
         TUNEGATE_TRAINER_PYTHON=sys.executable,
         TUNEGATE_S3_CREDENTIALS_SECRET=SECRET,
         TUNEGATE_AUDIT_NODE_SELECTOR=json.dumps(local),
-        TUNEGATE_AUDIT_TOLERATIONS=json.dumps(gpu_toleration),
+        TUNEGATE_AUDIT_TOLERATIONS=json.dumps([GPU_TOLERATION]),
         TUNEGATE_POD_ANNOTATIONS="{}",
         TUNEGATE_PROGRESS_INTERVAL_SECONDS="5",
     )

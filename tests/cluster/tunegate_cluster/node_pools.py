@@ -13,6 +13,8 @@ POOL_LABEL = "tunegate.dev/pool"
 MANAGED_BY_KWOK_LABEL = "kwok.x-k8s.io/managed"
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_TAINT: dict[str, str] = {"key": GPU_RESOURCE, "value": "present", "effect": "NoSchedule"}
+# What pods placed on GPU nodes (the local runner, the real node) must tolerate.
+GPU_TOLERATION: dict[str, str] = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
 LOCAL_NODE_NAME = "local-runner"
 LOCAL_POOL = "local"
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tunegate_cluster.control_plane import write_kubeconfig
-from tunegate_cluster.images import REPOSITORY, ImageBuilder, ImageSet
+from tunegate_cluster.images import CACHE_ROOT, REPOSITORY, ImageBuilder, ImageSet
 from tunegate_cluster.node_host import (
     NodeCredentials,
     ServiceRoute,
@@ -45,7 +45,6 @@ from tunegate_cluster.real_node_config import (
     node_taint,
 )
 
-CACHE_ROOT = Path(os.environ.get("TUNEGATE_CACHE", Path.home() / ".cache" / "tunegate"))
 # Imported images outlive a cluster here, as on a real node: importing the trainer
 # image again on every start would cost minutes.
 CONTAINERD_ROOT = CACHE_ROOT / "node" / "containerd"
