@@ -194,6 +194,13 @@ class LocalCluster:
         node_started = time.monotonic()
         if self.node is not None and images is not None:
             self._start_real_node(self.node, images, builder, access.url, access.ca_file)
+        if self.node is None:
+            # A kept state dir may hold the Node of an earlier run with the real node on.
+            subprocess.run(
+                [*kubectl, "delete", "node", REAL_NODE_NAME, "--ignore-not-found"],
+                check=True,
+                capture_output=True,
+            )
         expected_nodes = len(all_node_manifests()) + (1 if self.node else 0)
         wait_until(
             lambda: self._all_nodes_ready(kubectl, expected_nodes),

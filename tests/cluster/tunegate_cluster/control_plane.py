@@ -123,7 +123,9 @@ def start_control_plane(
     wait_until(lambda: _http_ok(f"{etcd_url}/health"), timeout=30, what="etcd /health")
 
     api_port = free_port()
-    cert_dir = pki / "serving"
+    # The API server signs its own serving certificate for the address it binds; a
+    # kept state dir may have bound another (with or without the real node's bridge).
+    cert_dir = pki / f"serving-{host}"
     group.start(
         "kube-apiserver",
         [
