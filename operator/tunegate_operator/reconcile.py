@@ -13,7 +13,6 @@ from tunegate_operator.builders.trainer_config import (
     OutputLayout,
     RunRef,
     credentials_secret,
-    storage_endpoint,
 )
 from tunegate_operator.decisions.conditions import conditions_differ, merge_conditions
 from tunegate_operator.decisions.documents import (
@@ -104,7 +103,7 @@ def observe(
             train_jobs=train_jobs,
         )
     layout = OutputLayout.under(spec.output.uri)
-    s3 = S3(endpoint=storage_endpoint(spec, settings), region=spec.storage.region)
+    s3 = S3(*settings.s3_location(spec.storage))
     manifest: ManifestSummary | None = None
     manifest_error: str | None = None
     if train_jobs:
@@ -123,6 +122,9 @@ def observe(
             except DocumentError as exc:
                 audit_report = AuditReport("Failed", (str(exc),))
     progress = s3.read_json(layout.progress) if train_jobs else None
+    latest = train_jobs.get(max(train_jobs, default=0))
+    # Sizes the next attempt's cache.
+    model_bytes = s3.model_size(spec.model.uri) if latest is None or latest.finished else None
     checks = None
     if audit_job is None and not train_jobs and not spec.run_policy.suspend:
         checks = _preflight(spec, kube, s3, namespace, settings)
@@ -137,6 +139,7 @@ def observe(
         manifest=manifest,
         manifest_error=manifest_error,
         progress=progress,
+        model_bytes=model_bytes,
     )
 
 
@@ -159,6 +162,7 @@ def apply_actions(
                 settings=settings,
                 active_deadline_seconds=action.active_deadline_seconds,
                 suspend=action.suspend,
+                model_bytes=action.model_bytes,
             )
             if kube.create(manifest):
                 created.append(manifest["metadata"]["name"])

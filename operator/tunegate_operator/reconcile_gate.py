@@ -186,7 +186,7 @@ def reconcile_gate(
     meta, status = body["metadata"], body.get("status") or {}
     spec = EvalGateSpec.model_validate(body["spec"])
     gate = GateRef(meta["namespace"], meta["name"], meta["uid"], int(meta.get("generation", 1)))
-    s3 = S3(endpoint=spec.storage.endpoint or settings.s3_endpoint, region=spec.storage.region)
+    s3 = S3(*settings.s3_location(spec.storage))
     now = datetime.now(UTC)
     observed = observe(body, spec, kube=kube, s3=s3, gate=gate, now=now)
     decision = decide(spec, observed)
@@ -198,7 +198,15 @@ def reconcile_gate(
     extra: dict[str, Any] = {}
     for action in decision.actions:
         if isinstance(action, CreateEvalJob) and isinstance(observed.candidate, Candidate):
-            kube.create(eval_job(spec, gate=gate, candidate=observed.candidate, settings=settings))
+            kube.create(
+                eval_job(
+                    spec,
+                    gate=gate,
+                    candidate=observed.candidate,
+                    settings=settings,
+                    model_bytes=s3.model_size(observed.candidate.base_model_uri),
+                )
+            )
         elif isinstance(action, Promote) and spec.promotion is not None:
             files, digest = _manifest_files(s3, action.candidate)
             try:

@@ -100,6 +100,7 @@ def reevaluate(
                     gate=replace(gate, round=action.round),
                     candidate=round_candidate,
                     settings=settings,
+                    model_bytes=s3.model_size(round_candidate.base_model_uri),
                 )
             )
         elif isinstance(action, RollBack):

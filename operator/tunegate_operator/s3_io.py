@@ -48,7 +48,7 @@ def _client(endpoint: str | None, region: str) -> S3Client:
 
 
 class S3:
-    def __init__(self, *, endpoint: str | None, region: str) -> None:
+    def __init__(self, endpoint: str | None, region: str) -> None:
         self.client = _client(endpoint, region)
 
     def exists(self, uri: str) -> bool:
@@ -105,6 +105,24 @@ class S3:
         except (ClientError, BotoCoreError) as exc:
             raise StorageError(f"S3 refused LIST {uri}: {exc}") from None
         return sorted(names)
+
+    def total_size(self, uri: str) -> int:
+        """Bytes of every object under a prefix (a model checkpoint's size)."""
+        bucket, key = split_uri(uri)
+        prefix = key.rstrip("/") + "/"
+        try:
+            paginator = self.client.get_paginator("list_objects_v2")
+            return sum(
+                int(item["Size"])
+                for page in paginator.paginate(Bucket=bucket, Prefix=prefix)
+                for item in page.get("Contents", [])
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError(f"S3 refused LIST {uri}: {exc}") from None
+
+    def model_size(self, uri: str) -> int | None:
+        """A base model's bytes; None for hf:// models (not in S3)."""
+        return self.total_size(uri) if uri.startswith("s3://") else None
 
     def copy(self, source: str, target: str) -> None:
         """Server-side copy: the bytes never pass through the operator."""

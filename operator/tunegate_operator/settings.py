@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tunegate_operator.api.common import StorageSpec
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,15 @@ class Settings:
     progress_interval_seconds: float = 15.0
     # Added to every pod the operator creates (service-mesh opt-outs, autoscaler hints).
     pod_annotations: dict[str, str] = field(default_factory=dict)
+
+    def s3_location(self, storage: StorageSpec) -> tuple[str | None, str]:
+        """(endpoint, region) of a resource's S3: its own, else the operator's defaults."""
+        return storage.endpoint or self.s3_endpoint, storage.region or self.s3_region
+
+    def storage_document(self, storage: StorageSpec) -> dict[str, str | None]:
+        """The `storage` section of a trainer or eval config."""
+        endpoint, region = self.s3_location(storage)
+        return {"endpoint": endpoint, "region": region}
 
 
 def _json_env(environ: dict[str, str], name: str, default: Any) -> Any:

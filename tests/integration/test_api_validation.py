@@ -126,6 +126,16 @@ INVALID: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
     ),
     ("replay-no-dataset", FTJ, {"spec.replay": {"ratio": 0.1}}, "spec.replay.dataset"),
     ("nodes-zero", FTJ, {"spec.resources.nodes": 0}, "spec.resources.nodes"),
+    ("cpu-word", FTJ, {"spec.resources.cpu": "two"}, "spec.resources.cpu"),
+    ("memory-gb", FTJ, {"spec.resources.memory": "4GB"}, "spec.resources.memory"),
+    ("shm-word", FTJ, {"spec.resources.sharedMemory": "lots"}, "spec.resources.sharedMemory"),
+    (
+        "cache-size-and-claim",
+        FTJ,
+        {"spec.resources.cache": {"sizeLimit": "10Gi", "claimName": "models"}},
+        "spec.resources.cache",
+    ),
+    ("eval-memory-word", EVG, {"spec.resources.memory": "big"}, "spec.resources.memory"),
     ("gpus-negative", FTJ, {"spec.resources.gpusPerNode": -1}, "spec.resources.gpusPerNode"),
     (
         "multinode-without-gpus",
@@ -286,6 +296,7 @@ def test_defaults_appear_on_a_minimal_object(api: ClusterInfo, namespace: str) -
         "gpusPerNode": 1,
         "nodeSelector": {},
         "tolerations": [],
+        "cache": {},
     }
     assert spec["runPolicy"]["backoffLimit"] == 2 and spec["runPolicy"]["suspend"] is False
     assert spec["audit"]["mode"] == "enforce"

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import torch
 import torch.distributed as dist
 from transformers import TrainerCallback
 
@@ -110,7 +111,11 @@ class CheckpointUploader(TrainerCallback):
 
 
 class StopOnSigterm(TrainerCallback):
-    """Kubernetes sends SIGTERM before killing a pod: save a checkpoint, then stop."""
+    """Kubernetes sends SIGTERM before killing a pod: save a checkpoint, then stop.
+
+    When only some ranks are signalled (one node of several is preempted), every rank
+    must stop at the same step, or the others block in the checkpoint's collectives
+    until they time out: the flag is agreed on (max over ranks) after every step."""
 
     def __init__(self) -> None:
         self.requested = False
@@ -120,6 +125,10 @@ class StopOnSigterm(TrainerCallback):
         self.requested = True
 
     def on_step_end(self, args: Any, state: Any, control: Any, **_: Any) -> None:
+        if dist.is_initialized():
+            flag = torch.tensor([float(self.requested)], device=args.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            self.requested = bool(flag.item())
         if self.requested:
             control.should_save = True
             control.should_training_stop = True

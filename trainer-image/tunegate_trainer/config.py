@@ -124,6 +124,8 @@ class TrainerConfig(Strict):
     audit: Audit
     artifacts: Artifacts
     storage: Storage
+    # How often progress.json is written (the operator's status is at most this stale).
+    progress_interval_seconds: float = Field(default=5.0, gt=0)
 
 
 class ConfigError(Exception):

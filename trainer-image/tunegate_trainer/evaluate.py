@@ -52,12 +52,34 @@ def is_refusal(text: str) -> bool:
     return bool(REFUSAL.search(text))
 
 
+def placement(
+    precision: str, *, cuda: bool, bf16_supported: bool
+) -> tuple[str, torch.dtype, str | None]:
+    """(device, dtype, warning): the GPU when the pod has one, in the precision asked if
+    the device can compute in it. bf16 falls back to fp16 on GPUs without it (V100, T4);
+    on a CPU everything is scored in fp32 (half precision there is slow and inexact)."""
+    if not cuda:
+        warning = (
+            None
+            if precision == "fp32"
+            else f"no GPU visible: scoring in fp32 on the CPU instead of {precision}"
+        )
+        return "cpu", torch.float32, warning
+    if precision == "bf16" and not bf16_supported:
+        return "cuda", torch.float16, "this GPU has no bf16: scoring in fp16"
+    return "cuda", DTYPES[precision], None
+
+
 class Scorer:
     """One loaded model; `side` switches between base (adapter off) and candidate."""
 
     def __init__(self, model: Any, tokenizer: Any) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
+        self.device = next(model.parameters()).device
+
+    def _tensor(self, rows: list[list[int]]) -> torch.Tensor:
+        return torch.tensor(rows, device=self.device)
 
     @contextmanager
     def side(self, name: str) -> Iterator[None]:
@@ -76,8 +98,8 @@ class Scorer:
         sequences = [self._encode(context + c) for c in continuations]
         width = max(len(s) for s in sequences)
         # Right padding: causal attention keeps every real position's logits unchanged.
-        ids = torch.tensor([s + [0] * (width - len(s)) for s in sequences])
-        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in sequences])
+        ids = self._tensor([s + [0] * (width - len(s)) for s in sequences])
+        mask = self._tensor([[1] * len(s) + [0] * (width - len(s)) for s in sequences])
         logprobs = self.model(input_ids=ids, attention_mask=mask).logits[:, :-1]
         logprobs = logprobs.float().log_softmax(-1)
         picked = logprobs.gather(-1, ids[:, 1:, None])[..., 0]
@@ -95,7 +117,7 @@ class Scorer:
         text = self.tokenizer.apply_chat_template(
             [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
         )
-        ids = torch.tensor([self._encode(text)])
+        ids = self._tensor([self._encode(text)])
         output = self.model.generate(
             input_ids=ids,
             attention_mask=torch.ones_like(ids),
@@ -110,13 +132,13 @@ class Scorer:
         return float(normalise_answer(answer) == normalise_answer(str(item["answer"])))
 
     def perplexity(self, item: dict[str, Any]) -> float:
-        ids = torch.tensor([self._encode(item["text"])])
+        ids = self._tensor([self._encode(item["text"])])
         if ids.shape[1] < 2:
             raise ValueError("text is too short to score")
         return float(math.exp(float(self.model(ids, labels=ids).loss)))
 
     def next_token_logprobs(self, prompt: str) -> torch.Tensor:
-        ids = torch.tensor([self._encode(prompt)])
+        ids = self._tensor([self._encode(prompt)])
         logits: torch.Tensor = self.model(ids).logits[0]
         return logits.float().log_softmax(-1)
 
@@ -194,8 +216,16 @@ def load_scorer(store: Store, config: EvalConfig, workdir: Path) -> Scorer:
     base_path = fetch_model(store, config.base_model.uri)
     adapter_path = store.download_tree(config.adapter, workdir / "adapter")
     tokenizer = load_tokenizer(base_path)
-    base = AutoModelForCausalLM.from_pretrained(str(base_path), dtype=DTYPES[config.precision])
-    return Scorer(PeftModel.from_pretrained(base, str(adapter_path)), tokenizer)
+    cuda = torch.cuda.is_available()
+    device, dtype, warning = placement(
+        config.precision, cuda=cuda, bf16_supported=cuda and torch.cuda.is_bf16_supported()
+    )
+    if warning:
+        log.warning(warning)
+    base = AutoModelForCausalLM.from_pretrained(str(base_path), dtype=dtype, device_map=device)
+    model = PeftModel.from_pretrained(base, str(adapter_path)).to(device)
+    log.info("scoring on %s in %s", device, str(dtype).removeprefix("torch."))
+    return Scorer(model, tokenizer)
 
 
 def run(config: EvalConfig, store: Store, *, workdir: Path) -> dict[str, Any]:

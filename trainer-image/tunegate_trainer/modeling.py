@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
@@ -19,21 +22,48 @@ def cache_root() -> Path:
     return Path(os.environ.get("TUNEGATE_CACHE", Path.home() / ".cache" / "tunegate"))
 
 
+COMPLETE = ".complete"
+
+
+@contextmanager
+def _exclusive(lock_file: Path) -> Iterator[None]:
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with lock_file.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes (or we die)
+        yield
+
+
+def fetch_once(
+    target: Path,
+    download: Callable[[Path], object],
+    *,
+    source: str,
+    lock_file: Path | None = None,
+) -> Path:
+    """Fill `target` once per cache: the first process (of every local rank) to take the
+    lock downloads, the others wait on it and find the copy complete. A download cut off
+    midway has no marker, so the next holder starts it again."""
+    if (target / COMPLETE).exists():
+        return target
+    with _exclusive(lock_file or target.with_name(target.name + ".lock")):
+        if not (target / COMPLETE).exists():
+            download(target)
+            (target / COMPLETE).write_text(source)
+    return target
+
+
 def fetch_model(store: Store, uri: str) -> Path:
-    """A local copy of an s3:// checkpoint directory, downloaded once per machine."""
+    """A local copy of an s3:// checkpoint directory, downloaded once per cache."""
     if not uri.startswith("s3://"):
         return Path(uri)
     target = cache_root() / "models" / hashlib.sha256(uri.encode()).hexdigest()[:16]
-    if not (target / ".complete").exists():
-        store.download_tree(uri, target)
-        (target / ".complete").write_text(uri)
-    return target
+    return fetch_once(target, lambda t: store.download_tree(uri, t), source=uri)
 
 
 def model_digest(path: Path) -> str:
     """One digest over the checkpoint's files (names and contents)."""
     digest = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file() and p.name != ".complete"):
+    for file in sorted(p for p in path.rglob("*") if p.is_file() and p.name != COMPLETE):
         digest.update(file.relative_to(path).as_posix().encode())
         digest.update(sha256_file(file).encode())
     return digest.hexdigest()

@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
 import socket
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +24,17 @@ from tunegate_trainer.callbacks import (
     ProgressReporter,
     StopOnSigterm,
     barrier,
+    is_local_main,
     is_main,
     latest_checkpoint,
 )
 from tunegate_trainer.config import TrainerConfig
 from tunegate_trainer.data import load_datasets
 from tunegate_trainer.modeling import (
+    cache_root,
     count_parameters,
     fetch_model,
+    fetch_once,
     load_model,
     load_tokenizer,
     model_digest,
@@ -128,12 +131,25 @@ def planned_steps(config: TrainerConfig, blocks: int) -> int:
 
 
 def run(config: TrainerConfig, store: Store, *, workdir: Path | None = None) -> int:
+    """Train and publish; 0 when the manifest is written, 143 when stopped by SIGTERM
+    after a checkpoint."""
+    # One directory per pod and attempt, shared by its local ranks: DeepSpeed writes
+    # every rank's shards into the same checkpoint, and local rank 0 uploads it.
+    scratch = workdir or cache_root() / "runs" / f"{config.run.uid}-{config.run.attempt}"
+    code = _train(config, store, scratch)
+    barrier()
+    if workdir is None and is_local_main():
+        # Everything in it is in S3 now; a PVC cache must not fill up with old attempts.
+        shutil.rmtree(scratch, ignore_errors=True)
+    return code
+
+
+def _train(config: TrainerConfig, store: Store, workdir: Path) -> int:
     from transformers import Trainer, default_data_collator
 
     if config.deepspeed is not None:
         # Without DeepSpeed a single process needs no process group (and no port).
         _single_process_deepspeed_env()
-    workdir = workdir or Path(tempfile.mkdtemp(prefix="tunegate-train-"))
     torch.manual_seed(config.training.seed)
 
     datasets = load_datasets(store, config.data, seed=config.training.seed)
@@ -172,8 +188,14 @@ def run(config: TrainerConfig, store: Store, *, workdir: Path | None = None) -> 
     resume_from = None
     name = latest_checkpoint(store, config.artifacts.checkpoints)
     if name:
-        resume_from = workdir / "checkpoints" / name
-        store.download_tree(f"{config.artifacts.checkpoints}/{name}", resume_from)
+        source = f"{config.artifacts.checkpoints}/{name}"
+        # Once per pod; the lock sits outside checkpoints/, where HF rotates checkpoint-*.
+        resume_from = fetch_once(
+            workdir / "checkpoints" / name,
+            lambda target: store.download_tree(source, target),
+            source=source,
+            lock_file=workdir / f".{name}.lock",
+        )
         log.info("resuming from %s", name)
 
     tokens_per_step = (
@@ -182,7 +204,12 @@ def run(config: TrainerConfig, store: Store, *, workdir: Path | None = None) -> 
         * config.training.max_seq_length
         * int(os.environ.get("WORLD_SIZE", "1"))
     )
-    progress = ProgressReporter(store, config.artifacts.progress, tokens_per_step=tokens_per_step)
+    progress = ProgressReporter(
+        store,
+        config.artifacts.progress,
+        tokens_per_step=tokens_per_step,
+        interval=config.progress_interval_seconds,
+    )
     sigterm = StopOnSigterm()
     trainer = Trainer(
         model=model,

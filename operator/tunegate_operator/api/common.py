@@ -17,6 +17,13 @@ S3Uri = Annotated[
     Field(pattern=S3_URI_PATTERN, max_length=1024, examples=["s3://bucket/prefix"]),
 ]
 
+# A Kubernetes resource quantity (decimal or binary suffix), checked at apply time so a
+# typo ("two", "4GB") is rejected by the API server instead of failing the pod later.
+QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
+Quantity = Annotated[
+    str, Field(pattern=QUANTITY_PATTERN, max_length=64, examples=["4", "500m", "16Gi"])
+]
+
 
 def cel(rule: str, message: str, *, field_path: str | None = None) -> dict[str, str]:
     """One x-kubernetes-validations entry; field_path makes the error name the field."""
@@ -88,11 +95,35 @@ class StorageSpec(ApiModel):
 
     endpoint: str | None = Field(default=None, pattern=r"^https?://\S+$")
     """S3 endpoint URL (for MinIO, Ceph, ...); empty means AWS S3 in `region`."""
-    region: str = "us-east-1"
-    """S3 region."""
+    region: str | None = Field(default=None, max_length=64)
+    """S3 region; empty uses the operator's default (chart value s3.region)."""
     credentials_secret: str | None = Field(
         default=None, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=253
     )
     """Secret in the same namespace with keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY;
     passed to pods only by reference. Empty means the pod's own identity (IRSA, workload
     identity)."""
+
+
+class CacheSpec(ApiModel):
+    """Where pods keep the downloaded base model and checkpoints (mounted at /cache).
+
+    Default: an emptyDir on the node's disk, requested as ephemeral storage sized from
+    the model, so the scheduler picks a node with room and nothing lands in the
+    container's writable layer."""
+
+    model_config = validated(
+        cel(
+            "!(has(self.sizeLimit) && has(self.claimName))",
+            "set sizeLimit (emptyDir) or claimName (PersistentVolumeClaim), not both",
+        )
+    )
+
+    size_limit: Quantity | None = None
+    """emptyDir size, also the pod's ephemeral-storage request; empty derives it from the
+    base model's size in S3."""
+    claim_name: str | None = Field(
+        default=None, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=253
+    )
+    """An existing PersistentVolumeClaim in the same namespace (ReadWriteMany when
+    several pods share it): downloads then survive pod restarts."""

@@ -10,7 +10,9 @@ from pydantic import Field
 from tunegate_operator.api.common import (
     LIST_MAP_BY_TYPE,
     ApiModel,
+    CacheSpec,
     Condition,
+    Quantity,
     S3Uri,
     StorageSpec,
     Toleration,
@@ -184,6 +186,15 @@ class EvalResources(ApiModel):
     """Extra tolerations."""
     priority_class_name: str | None = None
     """PriorityClass of the eval pod."""
+    cpu: Quantity = "2"
+    """CPU request of the eval pod."""
+    memory: Quantity = "8Gi"
+    """Memory request and limit of the eval pod: it holds the base model once (plus the
+    adapter) in host memory while loading."""
+    shared_memory: Quantity | None = None
+    """Size of /dev/shm; empty: half of `memory`."""
+    cache: CacheSpec = Field(default=CacheSpec())
+    """Volume for the base model download."""
 
 
 class EvalGateSpec(ApiModel):

@@ -9,7 +9,9 @@ from pydantic import Field
 from tunegate_operator.api.common import (
     LIST_MAP_BY_TYPE,
     ApiModel,
+    CacheSpec,
     Condition,
+    Quantity,
     S3Uri,
     StorageSpec,
     Toleration,
@@ -163,11 +165,17 @@ class ResourcesSpec(ApiModel):
     """PriorityClass of the training pods."""
     queue_name: str | None = None
     """Kueue LocalQueue; the Job is created suspended and admitted by Kueue."""
-    cpu: str | None = None
-    """CPU request per node (quantity); empty lets the operator choose."""
-    memory: str | None = None
+    cpu: Quantity | None = None
+    """CPU request per node (quantity); empty requests 2 CPUs per process."""
+    memory: Quantity | None = None
     """Memory request and limit of each training pod (quantity): above it the container
     is OOM-killed, and the run's condition says so. Empty: no limit."""
+    shared_memory: Quantity | None = None
+    """Size of /dev/shm (a memory-backed emptyDir; NCCL and DataLoader workers need
+    more than the runtime's 64 MiB). It counts against `memory`. Empty: half of
+    `memory` when set, otherwise bounded by the node."""
+    cache: CacheSpec = Field(default=CacheSpec())
+    """Volume for the base model and checkpoint downloads."""
 
 
 class OutputSpec(ApiModel):

@@ -13,7 +13,15 @@ from tunegate_operator.builders.jobs import (
     GPU_TOLERATION,
     container_security_context,
     pod_security_context,
+    threads_env,
+    with_volumes,
 )
+from tunegate_operator.builders.pod_volumes import (
+    cache_size_needed,
+    pod_volumes,
+    shared_memory_size,
+)
+from tunegate_operator.builders.quantities import quantity_value
 from tunegate_operator.settings import Settings
 
 EVAL_CONFIG_ENV = "TUNEGATE_EVAL_CONFIG"
@@ -82,17 +90,20 @@ def eval_config(
             for s in spec.suites
         ],
         "results": results_uri(candidate, gate),
-        "storage": {
-            "endpoint": spec.storage.endpoint or settings.s3_endpoint,
-            "region": spec.storage.region,
-        },
+        "storage": settings.storage_document(spec.storage),
         "precision": "fp32" if spec.resources.gpus == 0 else "bf16",
     }
 
 
 def eval_job(
-    spec: EvalGateSpec, *, gate: GateRef, candidate: Candidate, settings: Settings
+    spec: EvalGateSpec,
+    *,
+    gate: GateRef,
+    candidate: Candidate,
+    settings: Settings,
+    model_bytes: int | None = None,
 ) -> dict[str, Any]:
+    """model_bytes (the base model's size, when known) sizes the cache."""
     labels = {
         "app.kubernetes.io/managed-by": "tunegate",
         "app.kubernetes.io/part-of": "tunegate",
@@ -113,12 +124,18 @@ def eval_job(
             {"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
             for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
         ]
-    resources: dict[str, Any] = {}
+    env.append(threads_env(quantity_value(spec.resources.cpu)))
+    # Requests, so the pod is not BestEffort (first to be evicted); memory request =
+    # limit, as for training.
+    resources: dict[str, Any] = {
+        "requests": {"cpu": spec.resources.cpu, "memory": spec.resources.memory},
+        "limits": {"memory": spec.resources.memory},
+    }
     tolerations = [
         t.model_dump(by_alias=True, exclude_none=True) for t in spec.resources.tolerations
     ]
     if spec.resources.gpus:
-        resources["limits"] = {GPU: str(spec.resources.gpus)}
+        resources["limits"][GPU] = str(spec.resources.gpus)
         tolerations.append(dict(GPU_TOLERATION))
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
@@ -139,6 +156,15 @@ def eval_job(
             }
         ],
     }
+    with_volumes(
+        pod_spec["containers"][0],
+        pod_spec,
+        pod_volumes(
+            spec.resources.cache,
+            shared_memory=shared_memory_size(spec.resources.shared_memory, spec.resources.memory),
+            cache_bytes=cache_size_needed(model_bytes, None),
+        ),
+    )
     if spec.resources.priority_class_name:
         pod_spec["priorityClassName"] = spec.resources.priority_class_name
     if settings.service_account:

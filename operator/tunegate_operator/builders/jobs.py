@@ -11,6 +11,15 @@ from typing import Any
 
 from tunegate_operator.api.common import API_VERSION
 from tunegate_operator.api.finetunejob import FineTuneJobSpec
+from tunegate_operator.builders.pod_volumes import (
+    CACHE_DIR,
+    CACHE_ENV,
+    PodVolumes,
+    cache_size_needed,
+    pod_volumes,
+    shared_memory_size,
+)
+from tunegate_operator.builders.quantities import mebibytes, quantity_value
 from tunegate_operator.builders.trainer_config import (
     RunRef,
     credentials_secret,
@@ -26,6 +35,18 @@ KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 CONFIG_ENV = "TUNEGATE_TRAINER_CONFIG"
 CHECKPOINT_GRACE_SECONDS = 120
+# torchrun forwards SIGTERM to its workers, then SIGKILLs them after this long (its own
+# default is 30 s): most of the grace period, leaving torchrun time to exit itself.
+TORCHRUN_SHUTDOWN_SECONDS = CHECKPOINT_GRACE_SECONDS - 10
+# Per process, when spec.resources leaves cpu/memory empty: a request the scheduler
+# can count on, not a limit.
+DEFAULT_CPU_PER_PROCESS = 1
+DEFAULT_MEMORY_PER_PROCESS = "4Gi"
+# The only FailJob rule of a training Job: a Job failed with reason PodFailurePolicy was
+# disrupted (preempted, evicted, drained), and the operator does not count that attempt.
+DISRUPTION_POLICY = {
+    "rules": [{"action": "FailJob", "onPodConditions": [{"type": "DisruptionTarget"}]}]
+}
 GPU_TOLERATION = {"key": GPU, "operator": "Exists", "effect": "NoSchedule"}
 # The trainer image's user (trainer-image/Dockerfile); an image given in spec.image
 # runs as this uid too.
@@ -94,6 +115,22 @@ def _credential_env(secret: str | None) -> list[dict[str, Any]]:
         {"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
         for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
     ]
+
+
+def threads_env(cpu_per_process: float) -> dict[str, str]:
+    """torch sizes its thread pools from the node's cores, not the pod's share: on a
+    shared node that oversubscribes every core."""
+    return {"name": "OMP_NUM_THREADS", "value": str(max(1, int(cpu_per_process)))}
+
+
+def with_volumes(container: dict[str, Any], pod_spec: dict[str, Any], volumes: PodVolumes) -> None:
+    """Mount /dev/shm and the cache, and request the cache's ephemeral storage."""
+    container["volumeMounts"] = volumes.mounts
+    container["env"].append({"name": CACHE_ENV, "value": CACHE_DIR})
+    pod_spec["volumes"] = volumes.volumes
+    if volumes.ephemeral_storage:
+        requests = container["resources"].setdefault("requests", {})
+        requests["ephemeral-storage"] = volumes.ephemeral_storage
 
 
 def _config_env(
@@ -204,10 +241,27 @@ def _train_command(spec: FineTuneJobSpec, settings: Settings) -> list[str]:
         "--node-rank=$(NODE_RANK)",
         "--master-addr=$(MASTER_ADDR)",
         "--master-port=$(MASTER_PORT)",
+        f"--shutdown-timeout={TORCHRUN_SHUTDOWN_SECONDS}",
         "-m",
         "tunegate_trainer",
         "train",
     ]
+
+
+def _training_resources(spec: FineTuneJobSpec) -> dict[str, Any]:
+    processes = max(spec.resources.gpus_per_node, 1)
+    gpus = spec.resources.gpus_per_node
+    limits: dict[str, str] = {GPU: str(gpus)} if gpus else {}
+    if spec.resources.memory:
+        # Request = limit: the scheduler reserves what the pod may use, and going over
+        # is an OOM kill the operator reports, never a surprise for the node.
+        limits["memory"] = spec.resources.memory
+    requests = {
+        "cpu": spec.resources.cpu or str(DEFAULT_CPU_PER_PROCESS * processes),
+        "memory": spec.resources.memory
+        or mebibytes(quantity_value(DEFAULT_MEMORY_PER_PROCESS) * processes),
+    }
+    return {"limits": limits, "requests": requests} if limits else {"requests": requests}
 
 
 def training_job(
@@ -218,31 +272,20 @@ def training_job(
     settings: Settings,
     active_deadline_seconds: int | None,
     suspend: bool,
+    model_bytes: int | None = None,
 ) -> dict[str, Any]:
     """One attempt. Any pod failure fails the attempt (backoffLimit 0), so the operator
-    restarts the whole group and every rank resumes from the same checkpoint."""
+    restarts the whole group and every rank resumes from the same checkpoint.
+    model_bytes (the base model's size, when known) sizes the cache."""
     names = Names(run.name)
     labels = _labels(run, "train", attempt)
-    resources: dict[str, Any] = {}
-    gpus = spec.resources.gpus_per_node
-    limits: dict[str, str] = {GPU: str(gpus)} if gpus else {}
-    if spec.resources.memory:
-        # Request = limit: the scheduler reserves what the pod may use, and going over
-        # is an OOM kill the operator reports, never a surprise for the node.
-        limits["memory"] = spec.resources.memory
-    if limits:
-        resources["limits"] = limits
-    requests = {
-        key: value
-        for key, value in (("cpu", spec.resources.cpu), ("memory", spec.resources.memory))
-        if value
-    }
-    if requests:
-        resources["requests"] = requests
+    resources = _training_resources(spec)
+    processes = max(spec.resources.gpus_per_node, 1)
     env = [
         _config_env(spec, run, attempt, settings),
         *_rendezvous_env(spec, run, attempt, settings),
         *_credential_env(credentials_secret(spec, settings)),
+        threads_env(quantity_value(resources["requests"]["cpu"]) / processes),
     ]
     container = {
         "name": "train",
@@ -257,7 +300,7 @@ def training_job(
     tolerations = [
         t.model_dump(by_alias=True, exclude_none=True) for t in spec.resources.tolerations
     ]
-    if gpus:
+    if spec.resources.gpus_per_node:
         tolerations.append(dict(GPU_TOLERATION))
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
@@ -270,6 +313,15 @@ def training_job(
         # Time to write a checkpoint on SIGTERM (suspend, deadline, preemption).
         "terminationGracePeriodSeconds": CHECKPOINT_GRACE_SECONDS,
     }
+    with_volumes(
+        container,
+        pod_spec,
+        pod_volumes(
+            spec.resources.cache,
+            shared_memory=shared_memory_size(spec.resources.shared_memory, spec.resources.memory),
+            cache_bytes=cache_size_needed(model_bytes, spec.method),
+        ),
+    )
     if spec.resources.nodes > 1:
         pod_spec["subdomain"] = names.service
     if spec.resources.priority_class_name:
@@ -280,6 +332,7 @@ def training_job(
         labels = {**labels, KUEUE_QUEUE_LABEL: spec.resources.queue_name}
     job_spec: dict[str, Any] = {
         "backoffLimit": 0,
+        "podFailurePolicy": DISRUPTION_POLICY,
         "completions": spec.resources.nodes,
         "parallelism": spec.resources.nodes,
         # Kueue admits a queued Job by unsuspending it.

@@ -53,10 +53,6 @@ class OutputLayout:
         return f"{self.root}/loss.png"
 
 
-def storage_endpoint(spec: FineTuneJobSpec, settings: Settings) -> str | None:
-    return spec.storage.endpoint or settings.s3_endpoint
-
-
 def credentials_secret(spec: FineTuneJobSpec, settings: Settings) -> str | None:
     return spec.storage.credentials_secret or settings.credentials_secret
 
@@ -132,8 +128,6 @@ def trainer_config(
             "audit_report": layout.audit_report,
             "loss_curve": layout.loss_curve,
         },
-        "storage": {
-            "endpoint": storage_endpoint(spec, settings),
-            "region": spec.storage.region,
-        },
+        "storage": settings.storage_document(spec.storage),
+        "progress_interval_seconds": settings.progress_interval_seconds,
     }

@@ -15,6 +15,9 @@ from tunegate_operator.decisions.preflight import PreflightResult, estimate_stat
 
 Phase = Literal["Pending", "Auditing", "Training", "Succeeded", "Failed", "Suspended"]
 TERMINAL: tuple[Phase, ...] = ("Succeeded", "Failed")
+# The reason of a training Job failed by its only podFailurePolicy rule (a pod with the
+# DisruptionTarget condition: preempted, evicted, drained; builders/jobs.py).
+DISRUPTED_REASON = "PodFailurePolicy"
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,7 @@ class Observed:
     manifest: ManifestSummary | None = None
     manifest_error: str | None = None
     progress: Mapping[str, Any] | None = None
+    model_bytes: int | None = None  # the base model's size in S3, before an attempt starts
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,7 @@ class CreateTrainingJob:
     attempt: int
     active_deadline_seconds: int | None
     suspend: bool
+    model_bytes: int | None = None  # sizes the pod's cache
 
 
 @dataclass(frozen=True)
@@ -231,9 +236,27 @@ def decide(
             actions=tuple(actions),
             events=_running_events(phase, attempts),
         )
-    # The latest attempt ended without a manifest: it failed.
+    # The latest attempt ended without a manifest: it failed, or it was disrupted.
     why = latest.message or latest.reason or "the trainer exited without writing manifest.json"
-    if attempts > spec.run_policy.backoff_limit:
+    if latest.reason == DISRUPTED_REASON:
+        # Preemption and eviction are the cluster's doing: they never use up the
+        # backoff limit, and the next attempt needs no backoff delay.
+        message = (
+            f"attempt {attempts} was disrupted (preempted, evicted or drained): {why}; "
+            f"attempt {attempts + 1} resumes from the latest checkpoint and does not count "
+            "against spec.runPolicy.backoffLimit"
+        )
+        return _start_attempt(
+            spec,
+            observed,
+            attempts + 1,
+            base_status=base_status,
+            conditions=conditions,
+            start=start,
+            events=(Event("Warning", "AttemptDisrupted", message),),
+        )
+    failures = counted_failures(observed.train_jobs)
+    if failures > spec.run_policy.backoff_limit:
         return _fail(
             "BackoffLimitExceeded",
             f"attempt {attempts} failed and spec.runPolicy.backoffLimit "
@@ -242,7 +265,7 @@ def decide(
             now,
         )
     finished_at = latest.completion_time or now
-    delay = retry_delay(attempts, base=retry_base, cap=retry_cap)
+    delay = retry_delay(failures, base=retry_base, cap=retry_cap)
     due = finished_at + timedelta(seconds=delay)
     if now < due:
         message = (
@@ -260,6 +283,15 @@ def decide(
         )
     return _start_attempt(
         spec, observed, attempts + 1, base_status=base_status, conditions=conditions, start=start
+    )
+
+
+def counted_failures(train_jobs: Mapping[int, JobView]) -> int:
+    """Failed attempts that count against the backoff limit: not the disrupted ones."""
+    return sum(
+        1
+        for job in train_jobs.values()
+        if job.finished == "Failed" and job.reason != DISRUPTED_REASON
     )
 
 
@@ -365,6 +397,7 @@ def _start_attempt(
     base_status: dict[str, Any],
     conditions: tuple[Cond, ...],
     start: datetime | None,
+    events: tuple[Event, ...] = (),
 ) -> Decision:
     now = observed.now
     deadline = spec.run_policy.active_deadline_seconds
@@ -387,8 +420,10 @@ def _start_attempt(
             "attempts": attempt,
             "startTime": (start or now).strftime("%Y-%m-%dT%H:%M:%SZ"),
         },
-        actions=(CreateTrainingJob(attempt, remaining, suspend=False),),
-        events=(Event("Normal", "TrainingScheduled", message),),
+        actions=(
+            CreateTrainingJob(attempt, remaining, suspend=False, model_bytes=observed.model_bytes),
+        ),
+        events=(*events, Event("Normal", "TrainingScheduled", message)),
     )
 
 
