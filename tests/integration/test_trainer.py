@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -462,3 +463,44 @@ def test_eval_scores_base_and_candidate_on_the_same_items(
             assert max(suite["candidate"]) == pytest.approx(0, abs=1e-6)
         else:
             assert suite["base"] == pytest.approx(suite["candidate"], rel=1e-5)
+
+
+def _worker_with_local_rank(torchrun: subprocess.Popen[str], rank: int) -> int:
+    for child in Path(f"/proc/{torchrun.pid}/task/{torchrun.pid}/children").read_text().split():
+        environ = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
+        if f"LOCAL_RANK={rank}".encode() in environ:
+            return int(child)
+    raise AssertionError(f"no torchrun worker with LOCAL_RANK={rank}")
+
+
+def test_sigterm_to_one_rank_stops_every_rank_at_the_same_checkpoint(
+    cluster: ClusterInfo, s3: Any, tiny: str, tmp_path: Path
+) -> None:
+    """One node of a multi-node run is preempted: only its ranks get SIGTERM. The others
+    must checkpoint and stop with them, not block in the checkpoint's collectives."""
+    max_steps = 1_000_000
+    document = config(
+        tiny,
+        "partial-term",
+        training={"max_steps": max_steps, "checkpoint_every": max_steps, "max_seq_length": 64},
+    )
+    document["progress_interval_seconds"] = 0.5
+    proc = start(cluster, document, tmp_path / "cache", torchrun=2)
+    progress = document["artifacts"]["progress"]
+
+    def stepping() -> bool:
+        try:
+            return int(read_json(s3, progress)["step"]) >= 3
+        except s3.exceptions.NoSuchKey:
+            return False
+
+    wait_until(stepping, timeout=300, interval=0.2, what="training to start")
+    os.kill(_worker_with_local_rank(proc, 1), signal.SIGTERM)
+    output, _ = proc.communicate(timeout=300)
+    stops = re.findall(r"stopped by SIGTERM at step (\d+)", output)
+    assert len(stops) == 2 and len(set(stops)) == 1, output[-3000:]
+    latest = read_json(s3, document["artifacts"]["checkpoints"] + "/latest.json")
+    assert latest["step"] == int(stops[0])
+    assert proc.returncode != 0  # the attempt did not finish: no manifest
+    with pytest.raises(s3.exceptions.NoSuchKey):
+        read_json(s3, document["artifacts"]["manifest"])

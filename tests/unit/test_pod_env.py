@@ -13,6 +13,7 @@ from tunegate_cluster.pod_env import (
     decode_secret_data,
     expand,
     resolve_container_env,
+    with_local_volumes,
 )
 
 POD: dict[str, Any] = {
@@ -133,3 +134,17 @@ def test_argv_expands_and_requires_a_command() -> None:
 
 def test_secret_data_is_base64_decoded() -> None:
     assert decode_secret_data({"k": base64.b64encode(b"v").decode()}) == {"k": "v"}
+
+
+def test_paths_under_a_volume_mount_point_at_the_pods_own_volume_directory() -> None:
+    env = {"TUNEGATE_CACHE": "/cache", "OUT": "/cache/runs/1", "SHM": "/dev/shm", "X": "/cachex"}
+    mounts = [
+        {"name": "cache", "mountPath": "/cache"},
+        {"name": "dshm", "mountPath": "/dev/shm"},
+    ]
+    assert with_local_volumes(env, mounts, "/pods/p/volumes") == {
+        "TUNEGATE_CACHE": "/pods/p/volumes/cache",
+        "OUT": "/pods/p/volumes/cache/runs/1",
+        "SHM": "/pods/p/volumes/dshm",
+        "X": "/cachex",
+    }

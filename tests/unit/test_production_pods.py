@@ -173,7 +173,7 @@ def test_disrupted_attempts_restart_at_once_and_do_not_use_up_the_backoff_limit(
     decision = decide(spec, _observed(disrupted))
     assert decision.phase == "Training"
     assert decision.actions == (CreateTrainingJob(4, None, suspend=False, model_bytes=GIB),)
-    assert [e.reason for e in decision.events][0] == "AttemptDisrupted"
+    assert decision.events[0].reason == "AttemptDisrupted"
     # One real failure still ends a run with backoffLimit 0.
     failed = {**disrupted, 4: _failed("run-train-4", "BackoffLimitExceeded")}
     assert decide(spec, _observed(failed)).phase == "Failed"

@@ -28,6 +28,8 @@ class NodePool:
     gpus: int = 0
     gpu_product: str = ""
     gpu_memory_mib: int = 0
+    # Local disk for emptyDir volumes (pods request it for the model cache).
+    ephemeral_storage: str = "500Gi"
 
     def node_names(self) -> list[str]:
         return [f"{self.name}-{index}" for index in range(self.nodes)]
@@ -42,6 +44,7 @@ FAKE_POOLS: tuple[NodePool, ...] = (
         gpus=8,
         gpu_product="NVIDIA-A100-SXM4-80GB",
         gpu_memory_mib=81920,
+        ephemeral_storage="7000Gi",
     ),
     NodePool(
         name="l4-24g",
@@ -77,7 +80,12 @@ def node_manifest(pool: NodePool, name: str, *, managed_by_kwok: bool) -> dict[s
         "node.kubernetes.io/instance-type": f"fake-{pool.name}",
     }
     annotations: dict[str, str] = {"node.alpha.kubernetes.io/ttl": "0"}
-    capacity = {"cpu": pool.cpu, "memory": pool.memory, "pods": "110"}
+    capacity = {
+        "cpu": pool.cpu,
+        "memory": pool.memory,
+        "ephemeral-storage": pool.ephemeral_storage,
+        "pods": "110",
+    }
     taints: list[dict[str, str]] = []
     if pool.gpus:
         labels |= {

@@ -121,3 +121,19 @@ def container_argv(container: Mapping[str, Any], env: Mapping[str, str]) -> list
             f"container {container.get('name')!r}: the local runner needs an explicit command"
         )
     return [expand(part, env) for part in command + list(container.get("args") or [])]
+
+
+def with_local_volumes(
+    env: Mapping[str, str], mounts: list[Mapping[str, Any]] | None, volume_root: str
+) -> dict[str, str]:
+    """Pods run here as host processes, with no mounts: a variable naming a path under a
+    volume mount (TUNEGATE_CACHE=/cache) is pointed at the pod's own directory for that
+    volume instead, as the mount would have made it private to the pod."""
+    resolved = dict(env)
+    for mount in sorted(mounts or [], key=lambda m: -len(m["mountPath"])):
+        path = mount["mountPath"].rstrip("/")
+        local = f"{volume_root}/{mount['name']}"
+        for key, value in resolved.items():
+            if value == path or value.startswith(path + "/"):
+                resolved[key] = local + value[len(path) :]
+    return resolved

@@ -28,6 +28,7 @@ from tunegate_cluster.pod_env import (
     container_argv,
     decode_secret_data,
     resolve_container_env,
+    with_local_volumes,
 )
 from tunegate_cluster.processes import spawn, tail, terminate_group
 
@@ -226,10 +227,13 @@ class PodExecution(threading.Thread):
         workdir = Path(container.get("workingDir") or self.pod_dir)
         try:
             argv = container_argv(container, env)
+            volumes = str(self.pod_dir / "volumes")
             return spawn(
                 argv,
                 log_path=log_path,
-                env=self._process_env(env),
+                env=self._process_env(
+                    with_local_volumes(env, container.get("volumeMounts"), volumes)
+                ),
                 cwd=workdir if workdir.is_dir() else self.pod_dir,
             )
         except (EnvResolutionError, OSError) as exc:
