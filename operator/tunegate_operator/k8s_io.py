@@ -74,9 +74,13 @@ class Kube:
         name = job["metadata"]["name"]
         if finished == "Failed":
             message = self._pod_failure_message(namespace, name) or message
+        active = int(status.get("active") or 0)
+        create_error = ""
+        if finished is None and not active and not job["spec"].get("suspend"):
+            create_error = self._pod_creation_error(namespace, job["metadata"]["uid"])
         return JobView(
             name=name,
-            active=int(status.get("active") or 0),
+            active=active,
             succeeded=int(status.get("succeeded") or 0),
             failed=int(status.get("failed") or 0),
             suspended=bool(job["spec"].get("suspend")),
@@ -84,7 +88,21 @@ class Kube:
             reason=reason,
             message=message,
             completion_time=completion,
+            create_error=create_error,
         )
+
+    def _pod_creation_error(self, namespace: str, job_uid: str) -> str:
+        """The API server's refusal of the Job's pods (Pod Security, quota, a missing
+        ServiceAccount), from the Job controller's latest FailedCreate event."""
+        events = self._list(
+            self.core.list_namespaced_event,
+            namespace,
+            field_selector=f"involvedObject.uid={job_uid},reason=FailedCreate",
+        )
+        if not events:
+            return ""
+        latest = max(events, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+        return str(latest.get("message") or "")
 
     def _pod_failure_message(self, namespace: str, job_name: str) -> str:
         """Why the Job's pod failed: OOMKilled with its limit, evicted, or the exit code
@@ -157,6 +175,8 @@ class Kube:
                 self.batch.create_namespaced_job(namespace, cast(Any, dict(manifest)))
             elif manifest["kind"] == "Service":
                 self.core.create_namespaced_service(namespace, cast(Any, dict(manifest)))
+            elif manifest["kind"] == "ServiceAccount":
+                self.core.create_namespaced_service_account(namespace, cast(Any, dict(manifest)))
             else:
                 raise ValueError(f"unexpected kind {manifest['kind']}")
         except ApiException as exc:
@@ -164,6 +184,15 @@ class Kube:
                 return False
             raise
         return True
+
+    def create_workload(
+        self, job: Mapping[str, Any], service_account: Mapping[str, Any] | None
+    ) -> bool:
+        """A Job whose pods run as service_account: that first, if the operator manages it
+        (an existing one is left as it is)."""
+        if service_account is not None:
+            self.create(service_account)
+        return self.create(job)
 
     def set_job_suspended(self, namespace: str, name: str, *, suspend: bool) -> None:
         self.batch.patch_namespaced_job(

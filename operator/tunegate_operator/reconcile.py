@@ -147,10 +147,11 @@ def apply_actions(
     decision: Decision, spec: FineTuneJobSpec, run: RunRef, *, kube: Kube, settings: Settings
 ) -> tuple[str, ...]:
     created: list[str] = []
+    identity = jobs.trainer_service_account(run.namespace, settings)
     for action in decision.actions:
         if isinstance(action, CreateAuditJob):
             manifest = jobs.audit_job(spec, run=run, settings=settings)
-            if kube.create(manifest):
+            if kube.create_workload(manifest, identity):
                 created.append(manifest["metadata"]["name"])
         elif isinstance(action, CreateTrainingJob):
             if spec.resources.nodes > 1:
@@ -164,7 +165,7 @@ def apply_actions(
                 suspend=action.suspend,
                 model_bytes=action.model_bytes,
             )
-            if kube.create(manifest):
+            if kube.create_workload(manifest, identity):
                 created.append(manifest["metadata"]["name"])
         elif isinstance(action, SetJobSuspended):
             kube.set_job_suspended(run.namespace, action.name, suspend=action.suspend)

@@ -18,6 +18,7 @@ from tunegate_operator.builders.eval_job import (
     eval_job_name,
     results_uri,
 )
+from tunegate_operator.builders.jobs import trainer_service_account
 from tunegate_operator.decisions.conditions import Cond, merge_conditions
 from tunegate_operator.decisions.evalgate import (
     CandidateProblem,
@@ -198,14 +199,15 @@ def reconcile_gate(
     extra: dict[str, Any] = {}
     for action in decision.actions:
         if isinstance(action, CreateEvalJob) and isinstance(observed.candidate, Candidate):
-            kube.create(
+            kube.create_workload(
                 eval_job(
                     spec,
                     gate=gate,
                     candidate=observed.candidate,
                     settings=settings,
                     model_bytes=s3.model_size(observed.candidate.base_model_uri),
-                )
+                ),
+                trainer_service_account(gate.namespace, settings),
             )
         elif isinstance(action, Promote) and spec.promotion is not None:
             files, digest = _manifest_files(s3, action.candidate)

@@ -15,6 +15,7 @@ from tunegate_operator.builders.eval_job import (
     eval_job_name,
     results_uri,
 )
+from tunegate_operator.builders.jobs import trainer_service_account
 from tunegate_operator.decisions.conditions import Cond
 from tunegate_operator.decisions.finetunejob import Event
 from tunegate_operator.decisions.reevaluation import (
@@ -94,14 +95,15 @@ def reevaluate(
             round_candidate = served_candidate(
                 candidate, spec.promotion.uri, decision.state.get("sha256")
             )
-            kube.create(
+            kube.create_workload(
                 eval_job(
                     spec,
                     gate=replace(gate, round=action.round),
                     candidate=round_candidate,
                     settings=settings,
                     model_bytes=s3.model_size(round_candidate.base_model_uri),
-                )
+                ),
+                trainer_service_account(gate.namespace, settings),
             )
         elif isinstance(action, RollBack):
             try:

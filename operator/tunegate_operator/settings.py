@@ -28,6 +28,10 @@ class Settings:
     s3_region: str = "us-east-1"
     credentials_secret: str | None = None
     service_account: str | None = None
+    # Create service_account in a resource's namespace when it is missing (every install
+    # mode), with these annotations (IRSA role, Workload Identity binding).
+    create_service_account: bool = False
+    service_account_annotations: dict[str, str] = field(default_factory=dict)
     audit_placement: Placement = field(default_factory=Placement)
     # The audit container's resources (requests, limits), as in a pod spec.
     audit_resources: dict[str, Any] = field(
@@ -70,6 +74,10 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         s3_region=env.get("TUNEGATE_S3_REGION", defaults.s3_region),
         credentials_secret=env.get("TUNEGATE_S3_CREDENTIALS_SECRET") or None,
         service_account=env.get("TUNEGATE_TRAINER_SERVICE_ACCOUNT") or None,
+        create_service_account=env.get("TUNEGATE_TRAINER_SERVICE_ACCOUNT_CREATE") == "true",
+        service_account_annotations=_json_env(
+            env, "TUNEGATE_TRAINER_SERVICE_ACCOUNT_ANNOTATIONS", {}
+        ),
         audit_placement=Placement(
             node_selector=_json_env(env, "TUNEGATE_AUDIT_NODE_SELECTOR", {}),
             tolerations=_json_env(env, "TUNEGATE_AUDIT_TOLERATIONS", []),

@@ -107,6 +107,7 @@ def test_rbac_is_least_privilege(bin_dir: str) -> None:
         for resource in rule["resources"]
     }
     assert workloads["secrets"] == {"get"}  # key names only; never listed or watched
+    assert workloads["serviceaccounts"] == {"create"}  # only the trainer's, where missing
     assert workloads["finetunejobs/status"] == {"get", "patch"}
     assert "update" not in workloads["finetunejobs"] and "delete" not in workloads["evalgates"]
     trainer_accounts = [
@@ -119,6 +120,10 @@ def test_rbac_is_least_privilege(bin_dir: str) -> None:
     )
     bindings = by_kind(documents, "ClusterRoleBinding")
     assert {b["roleRef"]["name"] for b in bindings} == set(rules)
+    # Cluster-wide, the chart cannot know the namespaces: the operator makes the account.
+    env = env_of(operator_container(documents))
+    assert env["TUNEGATE_TRAINER_SERVICE_ACCOUNT"] == "tunegate-trainer"
+    assert env["TUNEGATE_TRAINER_SERVICE_ACCOUNT_CREATE"] == "true"
 
 
 def test_watched_namespaces_get_role_bindings_instead_of_cluster_wide_access(

@@ -28,6 +28,7 @@ from kube_helpers import (
     write_manifest,
 )
 from tunegate_cluster.cluster import ClusterInfo
+from tunegate_cluster.operator_process import TRAINER_IDENTITY, TRAINER_SERVICE_ACCOUNT
 from tunegate_cluster.processes import wait_until
 
 
@@ -51,6 +52,11 @@ def test_single_node_run_audits_on_cpu_trains_on_the_pool_and_succeeds(
     apply(cluster, namespace, ftj("run", prefix, storage={"credentialsSecret": "s3"}))
     audit = wait_job(cluster, namespace, "run-audit")
     audit_pod = audit["spec"]["template"]["spec"]
+    # Cluster-wide install: the operator made the pods' identity in this namespace.
+    assert audit_pod["serviceAccountName"] == TRAINER_SERVICE_ACCOUNT
+    account = get(cluster, namespace, "serviceaccount", TRAINER_SERVICE_ACCOUNT)
+    assert account["metadata"]["annotations"] == TRAINER_IDENTITY
+    assert account["automountServiceAccountToken"] is False
     assert "nvidia.com/gpu" not in json.dumps(audit_pod["containers"][0]["resources"])
     assert audit_pod["nodeSelector"] == {"tunegate.dev/pool": "cpu"}
     st = wait_phase(cluster, namespace, "run", "Auditing")
@@ -487,3 +493,36 @@ def test_two_replicas_peer_so_only_one_acts(
         assert len(items(cluster, namespace, "jobs", "tunegate.dev/component=train")) == 1
     finally:
         second.stop()
+
+
+def test_pods_pass_restricted_pod_security_and_a_refusal_is_quoted_in_a_condition(
+    operator: Any, crds: ClusterInfo, s3: Any, namespace: str, prefix: str
+) -> None:
+    cluster = crds
+    restricted = ("pod-security.kubernetes.io/enforce=restricted",)
+    assert cluster.kubectl("label", "namespace", namespace, *restricted).returncode == 0
+    # A quota that admits the audit pod but not the training pod's GPUs.
+    quota = {
+        "apiVersion": "v1",
+        "kind": "ResourceQuota",
+        "metadata": {"name": "no-gpus"},
+        "spec": {"hard": {"requests.nvidia.com/gpu": "0"}},
+    }
+    apply(cluster, namespace, quota)
+    apply(cluster, namespace, ftj("run", prefix))
+    pass_audit(cluster, s3, namespace, "run", prefix)
+    # The audit pod was admitted under "restricted": it ran, and its report was read.
+    assert items(cluster, namespace, "pod", "job-name=run-audit")
+    wait_job(cluster, namespace, "run-train-1")
+
+    def refused() -> dict[str, Any]:
+        return condition(status(cluster, namespace, "run"), "Training")
+
+    wait_until(
+        lambda: refused().get("reason") == "PodCreationFailed",
+        timeout=60,
+        what=lambda: f"a PodCreationFailed condition (now {refused()})",
+    )
+    message = refused()["message"]
+    assert "run-train-1" in message and "exceeded quota: no-gpus" in message, message
+    assert status(cluster, namespace, "run")["phase"] == "Training"

@@ -22,6 +22,7 @@ from tunegate_operator.builders.quantities import GIB, quantity_value
 from tunegate_operator.builders.trainer_config import RunRef, trainer_config
 from tunegate_operator.decisions.finetunejob import (
     DISRUPTED_REASON,
+    POD_CREATION_FAILED,
     CreateTrainingJob,
     JobView,
     Observed,
@@ -265,3 +266,25 @@ def test_local_ranks_download_once_and_wait_for_the_copy(tmp_path: Path) -> None
         assert rank.exitcode == 0
     assert log.read_text().splitlines() == ["download"]
     assert (target / "weights").read_text() == "w"
+
+
+def test_a_refused_pod_becomes_a_condition_quoting_the_api_server() -> None:
+    refusal = 'pods "run-audit-x" is forbidden: exceeded quota: no-pods, limited: pods=0'
+    spec = _ftj()
+    auditing = Observed(
+        now=NOW,
+        generation=1,
+        status={"phase": "Auditing"},
+        audit_job=JobView(name="run-audit", create_error=refusal),
+    )
+    decision = decide(spec, auditing)
+    audited = next(c for c in decision.conditions if c.type == "Audited")
+    assert (audited.reason, decision.phase) == (POD_CREATION_FAILED, "Auditing")
+    assert refusal in audited.message and "run-audit" in audited.message
+    assert [e.reason for e in decision.events] == [POD_CREATION_FAILED]
+
+    training = _observed({1: JobView(name="run-train-1", create_error=refusal)})
+    decision = decide(_ftj(audit={"mode": "off"}), training)
+    trained = next(c for c in decision.conditions if c.type == "Training")
+    assert (trained.status, trained.reason) == ("False", POD_CREATION_FAILED)
+    assert refusal in trained.message and not decision.actions

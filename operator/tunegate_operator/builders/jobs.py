@@ -68,6 +68,24 @@ def container_security_context() -> dict[str, Any]:
     return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 
 
+def trainer_service_account(namespace: str, settings: Settings) -> dict[str, Any] | None:
+    """The identity of audit, training and eval pods, when the operator manages it: no
+    API token, and the annotations that grant cloud storage (IRSA, Workload Identity)."""
+    if not (settings.create_service_account and settings.service_account):
+        return None
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {
+            "name": settings.service_account,
+            "namespace": namespace,
+            "labels": {"app.kubernetes.io/managed-by": "tunegate"},
+            "annotations": dict(settings.service_account_annotations),
+        },
+        "automountServiceAccountToken": False,
+    }
+
+
 @dataclass(frozen=True)
 class Names:
     ftj: str

@@ -15,7 +15,12 @@ from typing import Any
 from tunegate_operator.api.evalgate import EvalGateSpec, Phase
 from tunegate_operator.builders.eval_job import Candidate
 from tunegate_operator.decisions.conditions import Cond
-from tunegate_operator.decisions.finetunejob import Event, JobView
+from tunegate_operator.decisions.finetunejob import (
+    POD_CREATION_FAILED,
+    Event,
+    JobView,
+    pod_creation_problem,
+)
 from tunegate_operator.decisions.gate import GateDecision, GateInputError, SuiteScores, decide_gate
 
 APPROVE_ANNOTATION = "tunegate.dev/approve"
@@ -176,6 +181,13 @@ def _decide(spec: EvalGateSpec, observed: Observed, *, samples_seed: int) -> Dec
                     }
                 },
                 events=(Event("Warning", "EvalError", message),),
+            )
+        refused = pod_creation_problem(job, "eval")
+        if refused:
+            return Decision(
+                "Evaluating",
+                (ready, Cond("Evaluated", "Unknown", POD_CREATION_FAILED, refused)),
+                events=(Event("Warning", POD_CREATION_FAILED, refused),),
             )
         return Decision(
             "Evaluating",

@@ -18,6 +18,14 @@ TERMINAL: tuple[Phase, ...] = ("Succeeded", "Failed")
 # The reason of a training Job failed by its only podFailurePolicy rule (a pod with the
 # DisruptionTarget condition: preempted, evicted, drained; builders/jobs.py).
 DISRUPTED_REASON = "PodFailurePolicy"
+POD_CREATION_FAILED = "PodCreationFailed"
+
+
+def pod_creation_problem(job: JobView | None, what: str) -> str | None:
+    """The API server's refusal of a child Job's pods, quoted for a condition."""
+    if job is None or not job.create_error:
+        return None
+    return f"the {what} Job {job.name} cannot create its pods: {job.create_error}"
 
 
 @dataclass(frozen=True)
@@ -33,6 +41,8 @@ class JobView:
     reason: str = ""
     message: str = ""
     completion_time: datetime | None = None
+    # Why the Job cannot create its pods (quota, Pod Security, ...), while it has none.
+    create_error: str = ""
 
 
 @dataclass(frozen=True)
@@ -207,7 +217,12 @@ def decide(
             conditions=(validated, *audited.conditions),
             status={**base_status, **audited.status},
             actions=audited.actions,
-            events=audited.events if phase != audited.phase or audited.phase == "Failed" else (),
+            # Warnings are sent once already (on their condition's transition).
+            events=audited.events
+            if phase != audited.phase
+            or audited.phase == "Failed"
+            or any(e.type == "Warning" for e in audited.events)
+            else (),
             requeue_after=audited.requeue_after,
         )
     audit_cond, audit_status = audited
@@ -225,6 +240,17 @@ def decide(
         running = dict(base_status, attempts=attempts)
         if observed.progress:
             running["progress"] = progress_status(observed.progress)
+        refused = pod_creation_problem(latest, "training")
+        if refused:
+            return Decision(
+                phase="Training",
+                conditions=(*conditions, Cond("Training", "False", POD_CREATION_FAILED, refused)),
+                status=running,
+                actions=tuple(actions),
+                events=(Event("Warning", POD_CREATION_FAILED, refused),)
+                if _condition_reason(status, "Training") != POD_CREATION_FAILED
+                else (),
+            )
         return Decision(
             phase="Training",
             conditions=(
@@ -473,6 +499,16 @@ def _audit_state(
             (Cond("Audited", "False", "AuditError", message), *failed.conditions),
             failed.status,
             events=failed.events,
+        )
+    refused = pod_creation_problem(job, "audit")
+    if refused:
+        return Decision(
+            phase="Auditing",
+            conditions=(Cond("Audited", "Unknown", POD_CREATION_FAILED, refused),),
+            status={},
+            events=(Event("Warning", POD_CREATION_FAILED, refused),)
+            if _condition_reason(observed.status, "Audited") != POD_CREATION_FAILED
+            else (),
         )
     actions: tuple[Action, ...] = () if job is not None else (CreateAuditJob(),)
     return Decision(

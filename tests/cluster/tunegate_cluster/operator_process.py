@@ -12,6 +12,9 @@ from tunegate_cluster.cluster import ClusterInfo
 from tunegate_cluster.control_plane import free_port
 from tunegate_cluster.processes import spawn, tail, terminate_group
 
+TRAINER_SERVICE_ACCOUNT = "tunegate-trainer"
+TRAINER_IDENTITY = {"iam.gke.io/gcp-service-account": "trainer@example.iam.gserviceaccount.com"}
+
 
 class OperatorProcess:
     """The operator as a separate process, so tests can kill -9 and restart it."""
@@ -29,6 +32,11 @@ class OperatorProcess:
             "TUNEGATE_PEERING_LIFETIME_SECONDS": "10",
             "TUNEGATE_RETRY_BASE_SECONDS": "1",
             "TUNEGATE_AUDIT_NODE_SELECTOR": json.dumps({"tunegate.dev/pool": "cpu"}),
+            # As the chart's defaults: cluster-wide, the trainer ServiceAccount made in
+            # each namespace where pods run, carrying the cloud identity annotation.
+            "TUNEGATE_TRAINER_SERVICE_ACCOUNT": TRAINER_SERVICE_ACCOUNT,
+            "TUNEGATE_TRAINER_SERVICE_ACCOUNT_CREATE": "true",
+            "TUNEGATE_TRAINER_SERVICE_ACCOUNT_ANNOTATIONS": json.dumps(TRAINER_IDENTITY),
             # kwok keeps fake pods running until the test decides how they end.
             "TUNEGATE_POD_ANNOTATIONS": json.dumps({"tunegate.dev/fake-duration": "1h"}),
             **extra_env,
