@@ -7,6 +7,10 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pydantic import ValidationError
+
+from tunegate_operator.api.pod_template import PodTemplate
+
 if TYPE_CHECKING:
     from tunegate_operator.api.common import StorageSpec
 
@@ -43,6 +47,9 @@ class Settings:
     progress_interval_seconds: float = 15.0
     # Added to every pod the operator creates (service-mesh opt-outs, autoscaler hints).
     pod_annotations: dict[str, str] = field(default_factory=dict)
+    # The chart's podTemplate: pull secrets, proxies, CA bundles for every pod; a
+    # resource's spec.podTemplate is applied on top.
+    pod_template: PodTemplate = field(default_factory=PodTemplate)
 
     def s3_location(self, storage: StorageSpec) -> tuple[str | None, str]:
         """(endpoint, region) of a resource's S3: its own, else the operator's defaults."""
@@ -62,6 +69,13 @@ def _json_env(environ: dict[str, str], name: str, default: Any) -> Any:
         return json.loads(raw)
     except json.JSONDecodeError as exc:
         raise ValueError(f"{name} must be JSON: {exc}") from None
+
+
+def _pod_template(environ: dict[str, str]) -> PodTemplate:
+    try:
+        return PodTemplate.model_validate(_json_env(environ, "TUNEGATE_POD_TEMPLATE", {}))
+    except ValidationError as exc:
+        raise ValueError(f"TUNEGATE_POD_TEMPLATE is not a valid podTemplate: {exc}") from None
 
 
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
@@ -84,6 +98,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         ),
         audit_resources=_json_env(env, "TUNEGATE_AUDIT_RESOURCES", defaults.audit_resources),
         pod_annotations=_json_env(env, "TUNEGATE_POD_ANNOTATIONS", {}),
+        pod_template=_pod_template(env),
         retry_base_seconds=float(
             env.get("TUNEGATE_RETRY_BASE_SECONDS", defaults.retry_base_seconds)
         ),

@@ -136,6 +136,54 @@ INVALID: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
         "spec.resources.cache",
     ),
     ("eval-memory-word", EVG, {"spec.resources.memory": "big"}, "spec.resources.memory"),
+    (
+        "template-reserved-volume",
+        FTJ,
+        {"spec.podTemplate.volumes": [{"name": "cache", "emptyDir": {}}]},
+        "spec.podTemplate.volumes",
+    ),
+    (
+        "template-reserved-mount",
+        EVG,
+        {"spec.podTemplate.volumeMounts": [{"name": "x", "mountPath": "/dev/shm"}]},
+        "spec.podTemplate.volumeMounts",
+    ),
+    (
+        "template-operator-env",
+        FTJ,
+        {"spec.podTemplate.env": [{"name": "TUNEGATE_CACHE", "value": "/tmp"}]},
+        "spec.podTemplate.env",
+    ),
+    (
+        "template-env-two-sources",
+        FTJ,
+        {
+            "spec.podTemplate.env": [
+                {
+                    "name": "HF_TOKEN",
+                    "value": "x",
+                    "valueFrom": {"secretKeyRef": {"name": "hf", "key": "t"}},
+                }
+            ]
+        },
+        "spec.podTemplate.env[0]",
+    ),
+    (
+        "template-volume-two-sources",
+        FTJ,
+        {
+            "spec.podTemplate.volumes": [
+                {"name": "d", "emptyDir": {}, "persistentVolumeClaim": {"claimName": "c"}}
+            ]
+        },
+        "spec.podTemplate.volumes[0]",
+    ),
+    (
+        "template-resource-word",
+        FTJ,
+        {"spec.podTemplate.extraResources": {"vpc.amazonaws.com/efa": "all"}},
+        "spec.podTemplate.extraResources",
+    ),
     ("gpus-negative", FTJ, {"spec.resources.gpusPerNode": -1}, "spec.resources.gpusPerNode"),
     (
         "multinode-without-gpus",

@@ -4,6 +4,7 @@ retries, the operator's S3 defaults, and GPU placement of the evaluation."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import time
 from datetime import UTC, datetime, timedelta
@@ -288,3 +289,52 @@ def test_a_refused_pod_becomes_a_condition_quoting_the_api_server() -> None:
     trained = next(c for c in decision.conditions if c.type == "Training")
     assert (trained.status, trained.reason) == ("False", POD_CREATION_FAILED)
     assert refusal in trained.message and not decision.actions
+
+
+def test_the_pod_template_adds_what_the_cluster_needs_with_the_resource_on_top() -> None:
+    platform = {
+        "imagePullSecrets": ["registry"],
+        "env": [
+            {"name": "HTTPS_PROXY", "value": "http://proxy:3128"},
+            {"name": "NCCL_DEBUG", "value": "WARN"},
+        ],
+    }
+    settings = load_settings({"TUNEGATE_POD_TEMPLATE": json.dumps(platform)})
+    own = {
+        "env": [
+            {"name": "NCCL_DEBUG", "value": "INFO"},
+            {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}},
+            {"name": "OMP_NUM_THREADS", "value": "6"},
+        ],
+        "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "datasets"}}],
+        "volumeMounts": [{"name": "data", "mountPath": "/data", "readOnly": True}],
+        "extraResources": {"vpc.amazonaws.com/efa": "4"},
+    }
+    spec = _ftj(podTemplate=own, resources={"gpusPerNode": 8})
+    train = jobs.training_job(
+        spec, run=RUN, attempt=1, settings=settings, active_deadline_seconds=None, suspend=False
+    )["spec"]["template"]["spec"]
+    container = train["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    assert train["imagePullSecrets"] == [{"name": "registry"}]
+    assert env["HTTPS_PROXY"]["value"] == "http://proxy:3128"
+    assert env["NCCL_DEBUG"]["value"] == "INFO"  # the resource's own wins
+    assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+        "name": "hf",
+        "key": "token",
+        "optional": False,
+    }
+    assert [e["name"] for e in container["env"]].count("OMP_NUM_THREADS") == 1
+    assert env["OMP_NUM_THREADS"]["value"] == "6"
+    assert {"name": "data", "mountPath": "/data", "readOnly": True} in container["volumeMounts"]
+    assert {v["name"] for v in train["volumes"]} == {"dshm", "cache", "data"}
+    for side in ("requests", "limits"):
+        assert container["resources"][side]["vpc.amazonaws.com/efa"] == "4"
+    audit = jobs.audit_job(spec, run=RUN, settings=settings)["spec"]["template"]["spec"]
+    assert audit["imagePullSecrets"] == [{"name": "registry"}]
+    assert "vpc.amazonaws.com/efa" not in json.dumps(audit)  # no devices on CPU nodes
+
+
+def test_a_malformed_platform_pod_template_names_the_setting() -> None:
+    with pytest.raises(ValueError, match="TUNEGATE_POD_TEMPLATE"):
+        load_settings({"TUNEGATE_POD_TEMPLATE": '{"env": [{"value": "x"}]}'})

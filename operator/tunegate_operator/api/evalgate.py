@@ -20,6 +20,7 @@ from tunegate_operator.api.common import (
     validated,
 )
 from tunegate_operator.api.finetunejob import MODEL_URI_PATTERN
+from tunegate_operator.api.pod_template import PodTemplate
 
 Role = Literal["target", "retention", "drift", "safety"]
 Metric = Literal["multipleChoiceAccuracy", "exactMatch", "perplexity", "kl", "refusal"]
@@ -232,6 +233,9 @@ class EvalGateSpec(ApiModel):
     """Placement of the eval pod."""
     image: str | None = None
     """Trainer image running `eval`; empty uses the operator's default."""
+    pod_template: PodTemplate = Field(default=PodTemplate())
+    """Pull secrets, env, volumes and extended resources the cluster needs, added to
+    the eval pod (after the operator's own defaults)."""
     storage: StorageSpec = Field(default=StorageSpec())
     """S3 endpoint and credentials."""
 

@@ -19,6 +19,7 @@ from tunegate_operator.api.common import (
     field_rules,
     validated,
 )
+from tunegate_operator.api.pod_template import PodTemplate
 
 MODEL_URI_PATTERN = (
     r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/\S*)?|hf://[A-Za-z0-9][\w.-]*/[\w.-]+)$"
@@ -264,6 +265,9 @@ class FineTuneJobSpec(ApiModel):
     """Hardware and placement."""
     image: str | None = None
     """Trainer image; empty uses the operator's default."""
+    pod_template: PodTemplate = Field(default=PodTemplate())
+    """Pull secrets, env, volumes and extended resources the cluster needs, added to
+    the audit and training pods (after the operator's own defaults)."""
     output: OutputSpec
     """Where results are written."""
     storage: StorageSpec = Field(default=StorageSpec())

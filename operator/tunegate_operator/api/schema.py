@@ -83,6 +83,8 @@ def _convert(node: dict[str, Any], definitions: dict[str, Any], *, path: str) ->
         "pattern",
         "format",
         "uniqueItems",
+        "minProperties",
+        "maxProperties",
     ):
         if key in node:
             out[key] = node[key]

@@ -16,6 +16,7 @@ from tunegate_operator.builders.jobs import (
     threads_env,
     with_volumes,
 )
+from tunegate_operator.builders.pod_template import apply_pod_template, merge_templates
 from tunegate_operator.builders.pod_volumes import (
     cache_size_needed,
     pod_volumes,
@@ -169,6 +170,8 @@ def eval_job(
         pod_spec["priorityClassName"] = spec.resources.priority_class_name
     if settings.service_account:
         pod_spec["serviceAccountName"] = settings.service_account
+    template = merge_templates(settings.pod_template, spec.pod_template)
+    apply_pod_template(pod_spec, template, extra_resources=True)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",

@@ -11,6 +11,7 @@ from typing import Any
 
 from tunegate_operator.api.common import API_VERSION
 from tunegate_operator.api.finetunejob import FineTuneJobSpec
+from tunegate_operator.builders.pod_template import apply_pod_template, merge_templates
 from tunegate_operator.builders.pod_volumes import (
     CACHE_DIR,
     CACHE_ENV,
@@ -212,6 +213,8 @@ def audit_job(spec: FineTuneJobSpec, *, run: RunRef, settings: Settings) -> dict
     }
     if settings.service_account:
         pod_spec["serviceAccountName"] = settings.service_account
+    template = merge_templates(settings.pod_template, spec.pod_template)
+    apply_pod_template(pod_spec, template, extra_resources=False)
     return _job(
         name=Names(run.name).audit_job,
         run=run,
@@ -346,6 +349,8 @@ def training_job(
         pod_spec["priorityClassName"] = spec.resources.priority_class_name
     if settings.service_account:
         pod_spec["serviceAccountName"] = settings.service_account
+    template = merge_templates(settings.pod_template, spec.pod_template)
+    apply_pod_template(pod_spec, template, extra_resources=True)
     if spec.resources.queue_name:
         labels = {**labels, KUEUE_QUEUE_LABEL: spec.resources.queue_name}
     job_spec: dict[str, Any] = {
