@@ -26,6 +26,8 @@ class Placement:
 @dataclass(frozen=True)
 class Settings:
     trainer_image: str = "ghcr.io/tunegate/trainer:0.1.0"
+    # The CPU-only audit image (no torch); empty runs the audit in the trainer image.
+    audit_image: str | None = None
     # The interpreter in the trainer image; pods run `<python> -m tunegate_trainer ...`.
     trainer_python: str = "python"
     s3_endpoint: str | None = None
@@ -84,6 +86,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     return Settings(
         trainer_image=env.get("TUNEGATE_TRAINER_IMAGE", defaults.trainer_image),
         trainer_python=env.get("TUNEGATE_TRAINER_PYTHON", defaults.trainer_python),
+        audit_image=env.get("TUNEGATE_AUDIT_IMAGE") or None,
         s3_endpoint=env.get("TUNEGATE_S3_ENDPOINT") or None,
         s3_region=env.get("TUNEGATE_S3_REGION", defaults.s3_region),
         credentials_secret=env.get("TUNEGATE_S3_CREDENTIALS_SECRET") or None,

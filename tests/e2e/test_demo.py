@@ -128,7 +128,7 @@ def test_kubectl_plugin_shows_a_runs_logs(demo: Any, crds: ClusterInfo) -> None:
 
 
 @pytest.mark.timeout(600)
-def test_the_demo_ran_in_containers_from_the_trainer_image_on_the_real_node(
+def test_the_demo_ran_in_containers_from_the_project_images_on_the_real_node(
     demo: Any, crds: ClusterInfo
 ) -> None:
     """What the runtime was told to run, read back from containerd: the image, the
@@ -147,7 +147,9 @@ def test_the_demo_ran_in_containers_from_the_trainer_image_on_the_real_node(
     for pod in pods:
         assert pod["spec"]["nodeName"] == crds.real_node
         (status,) = pod["status"]["containerStatuses"]
-        assert status["image"] == crds.trainer_image
+        audit = pod["metadata"]["labels"].get("tunegate.dev/component") == "audit"
+        # The audit runs in its own image, without torch.
+        assert status["image"] == (crds.audit_image if audit else crds.trainer_image)
         assert status["state"]["terminated"]["exitCode"] == 0
         container_id = status["containerID"].removeprefix("containerd://")
         inspected = subprocess.run(

@@ -19,6 +19,9 @@ from tunegate_cluster.cluster import ClusterInfo
 from tunegate_cluster.node_pools import GPU_TOLERATION, POOL_LABEL
 from tunegate_cluster.processes import wait_until
 from tunegate_cluster.real_node_config import REAL_POOL
+from tunegate_operator.api.common import CacheSpec
+from tunegate_operator.builders.jobs import container_security_context, pod_security_context
+from tunegate_operator.builders.pod_volumes import pod_volumes
 
 SECRET = "tunegate-s3"
 ON_REAL_NODE = {"nodeSelector": {POOL_LABEL: REAL_POOL}, "tolerations": [GPU_TOLERATION]}
@@ -141,6 +144,60 @@ def test_pods_are_containers_from_the_image_with_security_dns_and_gpus(
     assert seen["api_reachable"] is True
 
 
+VOLUMES_PROBE = """
+import json, os
+shm = os.statvfs("/dev/shm")
+with open("/cache/probe", "w") as out:
+    out.write("x")
+with open("/proc/mounts") as mounts:
+    kinds = {line.split()[1]: line.split()[2] for line in mounts}
+print(json.dumps({"shm_bytes": shm.f_blocks * shm.f_frsize, "shm_fs": kinds.get("/dev/shm"),
+                  "cache_owner": os.stat("/cache").st_gid}))
+"""
+
+
+def test_pods_as_the_operator_builds_them_get_sized_shm_and_a_writable_cache(
+    real: ClusterInfo, namespace: str
+) -> None:
+    """The builders' security context and volumes, admitted under restricted Pod
+    Security and run by the kubelet: /dev/shm is a tmpfs of the asked size (not the
+    runtime's 64 MiB) and the non-root user can write the cache."""
+    enforce = "pod-security.kubernetes.io/enforce=restricted"
+    assert real.kubectl("label", "namespace", namespace, enforce).returncode == 0
+    volumes = pod_volumes(CacheSpec(), shared_memory="256Mi", cache_bytes=2**30)
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "volumes"},
+        "spec": {
+            "restartPolicy": "Never",
+            **ON_REAL_NODE,
+            "securityContext": pod_security_context(),
+            "volumes": volumes.volumes,
+            "containers": [
+                {
+                    "name": "main",
+                    "image": real.trainer_image,
+                    "command": ["python", "-c", VOLUMES_PROBE],
+                    "securityContext": container_security_context(),
+                    "volumeMounts": volumes.mounts,
+                    "resources": {"requests": {"ephemeral-storage": volumes.ephemeral_storage}},
+                }
+            ],
+        },
+    }
+    apply(real, namespace, pod)
+    wait_until(
+        lambda: _phase(real, namespace, "volumes") in ("Succeeded", "Failed"),
+        timeout=180,
+        what=lambda: f"the volumes probe: {json.dumps(_pod(real, namespace, 'volumes'))}",
+    )
+    assert _phase(real, namespace, "volumes") == "Succeeded", _logs(real, namespace, "volumes")
+    seen = json.loads(_logs(real, namespace, "volumes").strip().splitlines()[-1])
+    assert seen["shm_fs"] == "tmpfs" and seen["shm_bytes"] == 256 * 2**20, seen
+    assert seen["cache_owner"] == 10001, seen  # fsGroup: the trainer's group owns it
+
+
 @pytest.fixture(scope="module")
 def chart_operator(real: ClusterInfo) -> Iterator[chart.ChartOperator]:
     with chart.ChartOperator(real, secret=SECRET, pool=REAL_POOL) as operator:
@@ -181,7 +238,9 @@ def _finetunejob(name: str, root: str, **resources: Any) -> dict[str, Any]:
             "dataset": {"train": f"s3://{BUCKET}/{root}/data/train.jsonl", "format": "chat"},
             "training": {"maxSteps": 4, "batchSize": 4, "maxSeqLength": 64, "checkpointEvery": 2},
             "audit": {"mode": "warn"},
-            "resources": {"gpusPerNode": 1, "nodeSelector": {POOL_LABEL: REAL_POOL}} | resources,
+            # Half a CPU each: two pods of a pair fit the node's two cores.
+            "resources": {"gpusPerNode": 1, "cpu": "500m", "nodeSelector": {POOL_LABEL: REAL_POOL}}
+            | resources,
             "output": {"uri": f"s3://{BUCKET}/{root}/out/{name}"},
             "storage": {"credentialsSecret": SECRET},
             "runPolicy": {"backoffLimit": 0},
@@ -244,3 +303,69 @@ def test_an_oom_killed_run_says_so_and_names_its_memory_limit(
     failed = next(c for c in done["conditions"] if c["type"] == "Failed")
     assert "OOMKilled" in failed["message"], failed
     assert "160Mi" in failed["message"], failed
+
+
+def test_an_evicted_training_pod_checkpoints_and_the_run_resumes_without_using_a_retry(
+    real: ClusterInfo,
+    chart_operator: chart.ChartOperator,
+    tiny_run: str,
+    namespace: str,
+    kube: Any,
+    s3: Any,
+) -> None:
+    """Eviction (as a node drain or a spot interruption handler does it) marks the pod
+    DisruptionTarget and deletes it gracefully: the trainer checkpoints on SIGTERM, the
+    Job fails through its podFailurePolicy, and attempt 2 resumes although
+    backoffLimit is 0."""
+    from kubernetes import client
+
+    chart.apply_s3_secret(real, namespace=namespace, name=SECRET)
+    job = _finetunejob("evicted", tiny_run)
+    job["spec"]["training"] |= {"maxSteps": 100_000, "checkpointEvery": 10}
+    apply(real, namespace, job)
+    latest = f"{tiny_run}/out/evicted/checkpoints/latest.json"
+
+    def checkpointed() -> bool:
+        try:
+            s3.head_object(Bucket=BUCKET, Key=latest)
+            return True
+        except s3.exceptions.ClientError:
+            return False
+
+    wait_until(checkpointed, timeout=600, interval=2, what="a first checkpoint in S3")
+    (pod,) = items(real, namespace, "pods", "job-name=evicted-train-1")
+    name = pod["metadata"]["name"]
+    client.CoreV1Api(kube).create_namespaced_pod_eviction(
+        name,
+        namespace,
+        client.V1Eviction(metadata=client.V1ObjectMeta(name=name, namespace=namespace)),
+    )
+    wait_until(
+        lambda: status(real, namespace, "evicted").get("attempts") == 2,
+        timeout=300,
+        interval=2,
+        what=lambda: f"attempt 2: {json.dumps(status(real, namespace, 'evicted'))}",
+    )
+    current = status(real, namespace, "evicted")
+    assert current["phase"] == "Training", current
+    first = json.loads(
+        real.kubectl("get", "job", "evicted-train-1", "-n", namespace, "-o", "json").stdout
+    )
+    failed = next(c for c in first["status"]["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "PodFailurePolicy" and "DisruptionTarget" in failed["message"]
+    events = real.kubectl(
+        "get", "events", "-n", namespace, "--field-selector=reason=AttemptDisrupted", "-o", "name"
+    )
+    assert events.stdout.strip(), "no AttemptDisrupted event"
+    saved = json.loads(s3.get_object(Bucket=BUCKET, Key=latest)["Body"].read())["step"]
+
+    def resumed() -> bool:
+        pods = items(real, namespace, "pods", "job-name=evicted-train-2")
+        if not pods or pods[0]["status"].get("phase") not in ("Running", "Succeeded", "Failed"):
+            return False
+        logs = real.kubectl("logs", pods[0]["metadata"]["name"], "-n", namespace).stdout
+        return "resuming from checkpoint-" in logs
+
+    wait_until(resumed, timeout=300, interval=3, what="attempt 2 resuming from a checkpoint")
+    assert saved >= 10
+    real.kubectl("delete", "ftj", "evicted", "-n", namespace, "--wait=false")

@@ -338,3 +338,12 @@ def test_the_pod_template_adds_what_the_cluster_needs_with_the_resource_on_top()
 def test_a_malformed_platform_pod_template_names_the_setting() -> None:
     with pytest.raises(ValueError, match="TUNEGATE_POD_TEMPLATE"):
         load_settings({"TUNEGATE_POD_TEMPLATE": '{"env": [{"value": "x"}]}'})
+
+
+def test_the_audit_runs_in_its_own_slim_image_when_one_is_set() -> None:
+    slim = load_settings({"TUNEGATE_AUDIT_IMAGE": "registry/tunegate/audit:1"})
+    spec = _ftj(image="registry/custom-trainer:2")
+    audit = jobs.audit_job(spec, run=RUN, settings=slim)["spec"]["template"]["spec"]
+    assert audit["containers"][0]["image"] == "registry/tunegate/audit:1"
+    fallback = jobs.audit_job(spec, run=RUN, settings=SETTINGS)["spec"]["template"]["spec"]
+    assert fallback["containers"][0]["image"] == "registry/custom-trainer:2"

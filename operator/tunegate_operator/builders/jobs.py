@@ -192,7 +192,9 @@ def audit_job(spec: FineTuneJobSpec, *, run: RunRef, settings: Settings) -> dict
     labels = _labels(run, "audit")
     container = {
         "name": "audit",
-        "image": spec.image or settings.trainer_image,
+        # The audit is the operator's own check: its slim image, even for a custom
+        # spec.image (which only has to train).
+        "image": settings.audit_image or spec.image or settings.trainer_image,
         "command": [settings.trainer_python, "-m", "tunegate_trainer", "audit"],
         "env": [
             _config_env(spec, run, 1, settings),

@@ -150,6 +150,7 @@ class ChartOperator:
             "operator.nodeSelector": {POOL_LABEL: pool},
             "operator.tolerations": [GPU_TOLERATION],
             "trainer.image": cluster.trainer_image,
+            "audit.image": cluster.audit_image,
             "audit.nodeSelector": {POOL_LABEL: pool},
             "audit.tolerations": [GPU_TOLERATION],
             # The real node is this 2-core machine; the default (2 CPUs) cannot fit.

@@ -61,6 +61,7 @@ class ClusterInfo:
     real_node: str = ""
     operator_image: str = ""
     trainer_image: str = ""
+    audit_image: str = ""
 
     def env(self) -> dict[str, str]:
         return {
@@ -232,6 +233,7 @@ class LocalCluster:
             real_node=REAL_NODE_NAME if self.node else "",
             operator_image=images.operator if images else "",
             trainer_image=images.trainer if images else "",
+            audit_image=images.audit if images else "",
         )
         self.info.save(self.state_dir / "cluster.json")
         self.startup_seconds = time.monotonic() - started

@@ -55,7 +55,8 @@ class ProjectImage:
 
 OPERATOR = ProjectImage("operator", "operator/Dockerfile")
 TRAINER = ProjectImage("trainer", "trainer-image/Dockerfile")
-PROJECT_IMAGES = (OPERATOR, TRAINER)
+AUDIT = ProjectImage("audit", "trainer-image/audit.Dockerfile")
+PROJECT_IMAGES = (OPERATOR, TRAINER, AUDIT)
 
 
 @dataclass(frozen=True)
@@ -65,9 +66,10 @@ class ImageSet:
     pause: str
     operator: str
     trainer: str
+    audit: str
 
     def all(self) -> tuple[str, ...]:
-        return (self.pause, self.operator, self.trainer)
+        return (self.pause, self.operator, self.trainer, self.audit)
 
 
 class ImageBuildError(RuntimeError):
@@ -245,6 +247,7 @@ class ImageBuilder:
             pause=self.pause(pause_binary),
             operator=self.project(OPERATOR, base=base),
             trainer=self.project(TRAINER, base=base),
+            audit=self.project(AUDIT, base=base),
         )
         self.prune(keep={base, *images.all()})
         return images

@@ -1,0 +1,25 @@
+# The audit image: `python -m tunegate_trainer audit` on CPU nodes, without torch or
+# CUDA (a few hundred MB instead of the trainer image's gigabytes). Build from the
+# repository root:
+#   docker build -f trainer-image/audit.Dockerfile -t ghcr.io/tunegate/audit:0.1.0 .
+# Same build arguments as trainer-image/Dockerfile (BASE_IMAGE, PIP_INSTALL_OPTIONS).
+ARG BASE_IMAGE=python:3.11-slim
+FROM ${BASE_IMAGE}
+ARG PIP_INSTALL_OPTIONS=""
+
+ENV PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1
+
+WORKDIR /opt/tunegate
+COPY pyproject.toml constraints.txt ./
+COPY trainer-image/tunegate_trainer ./trainer-image/tunegate_trainer
+# Empty stand-ins for the distribution's other packages and its README (as in the
+# trainer image); constraints.txt pins the exact versions the tests ran.
+RUN touch README.md && mkdir -p operator/tunegate_operator tests/cluster/tunegate_cluster \
+    && touch operator/tunegate_operator/__init__.py tests/cluster/tunegate_cluster/__init__.py \
+    && pip install ${PIP_INSTALL_OPTIONS} -c constraints.txt '.[audit]'
+
+RUN useradd --uid 10001 --user-group --create-home trainer
+USER 10001:10001
+ENTRYPOINT ["python", "-m", "tunegate_trainer"]
+CMD ["audit"]
