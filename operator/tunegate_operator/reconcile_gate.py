@@ -50,8 +50,15 @@ def resolve_candidate(
     spec: EvalGateSpec, namespace: str, kube: Kube
 ) -> Candidate | CandidateProblem:
     if spec.candidate.adapter_uri:
-        base = spec.candidate.base_model.uri if spec.candidate.base_model else ""
-        return Candidate(spec.candidate.adapter_uri, base, None, spec.candidate.adapter_uri)
+        model = spec.candidate.base_model
+        return Candidate(
+            spec.candidate.adapter_uri,
+            model.uri if model else "",
+            None,
+            spec.candidate.adapter_uri,
+            base_model_revision=model.revision if model else None,
+            base_model_token_secret=model.token_secret if model else None,
+        )
     assert spec.candidate.fine_tune_job_ref is not None
     name = spec.candidate.fine_tune_job_ref.name
     ftj = kube.read_ftj(namespace, name)
@@ -74,7 +81,12 @@ def resolve_candidate(
         )
     ftj_spec = FineTuneJobSpec.model_validate(ftj["spec"])
     return Candidate(
-        adapter["uri"], ftj_spec.model.uri, adapter.get("sha256"), f"FineTuneJob {name}"
+        adapter["uri"],
+        ftj_spec.model.uri,
+        adapter.get("sha256"),
+        f"FineTuneJob {name}",
+        base_model_revision=ftj_spec.model.revision,
+        base_model_token_secret=ftj_spec.model.token_secret,
     )
 
 

@@ -42,11 +42,11 @@ class ReevalOutcome:
 def served_candidate(candidate: Candidate, promotion_uri: str, sha256: str | None) -> Candidate:
     """What serving loads, judged against the same base; results stay beside the
     original candidate's."""
-    return Candidate(
-        promotion_uri.rstrip("/"),
-        candidate.base_model_uri,
-        sha256,
-        f"served {promotion_uri}",
+    return replace(
+        candidate,
+        adapter_uri=promotion_uri.rstrip("/"),
+        sha256=sha256,
+        source=f"served {promotion_uri}",
         results_root=candidate.evals_root(),
     )
 

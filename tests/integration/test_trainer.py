@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import torch
+from fake_hub import FakeHub, revision_from_dir
 
 from tiny_model import BUCKET, COUNTRIES, build_tiny_model, chat_rows, jsonl, upload_dir
 from tunegate_cluster.cluster import ClusterInfo
@@ -415,7 +416,8 @@ def run_eval(cluster: ClusterInfo, document: dict[str, Any], cache: Path) -> str
     proc = subprocess.run(
         [sys.executable, "-m", "tunegate_trainer", "eval"],
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
         timeout=600,
         check=False,
@@ -504,3 +506,53 @@ def test_sigterm_to_one_rank_stops_every_rank_at_the_same_checkpoint(
     assert proc.returncode != 0  # the attempt did not finish: no manifest
     with pytest.raises(s3.exceptions.NoSuchKey):
         read_json(s3, document["artifacts"]["manifest"])
+
+
+def test_an_hf_model_is_fetched_at_its_revision_with_the_token(
+    cluster: ClusterInfo, s3: Any, tiny: str, tmp_path: Path
+) -> None:
+    """hf://org/name at a tag, from a Hub that wants a token: the run trains on that
+    revision's files (its manifest records their digest), and without the token it
+    stops with one line naming the model instead of a traceback."""
+    from tunegate_trainer.modeling import model_digest
+
+    main = build_tiny_model(tmp_path / "main")
+    tagged = build_tiny_model(tmp_path / "v2", hidden=32)
+    hub = FakeHub(
+        "tunegate-test/tiny",
+        {"main": revision_from_dir(main), "v2": revision_from_dir(tagged)},
+        token="hf_test_token",
+    )
+    document = config(
+        tiny, "hub", training={"max_steps": 2, "checkpoint_every": 10, "max_seq_length": 64}
+    )
+    document["model"] = {"uri": "hf://tunegate-test/tiny", "revision": "v2"}
+    with hub.serving() as endpoint:
+        hub_env = {"HF_ENDPOINT": endpoint, "HF_HUB_OFFLINE": "0", "HF_HOME": str(tmp_path / "hf")}
+        denied = run_trainer(cluster, document, tmp_path / "cache-denied", extra_env=hub_env)
+        assert denied.returncode == 2, denied.stdout[-2000:]
+        assert "error: model hf://tunegate-test/tiny (revision v2) cannot be downloaded" in (
+            denied.stdout
+        )
+        assert "Traceback" not in denied.stdout
+        hub_env["HF_TOKEN"] = "hf_test_token"
+        done = run_trainer(cluster, document, tmp_path / "cache", extra_env=hub_env)
+        assert done.returncode == 0, done.stdout[-3000:]
+    manifest = read_json(s3, document["artifacts"]["manifest"])
+    assert manifest["base_model"]["uri"] == "hf://tunegate-test/tiny"
+    assert manifest["base_model"]["sha256"] == model_digest(tagged) != model_digest(main)
+
+
+def run_trainer(
+    cluster: ClusterInfo, document: dict[str, Any], cache: Path, *, extra_env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    env = trainer_env(cluster, document, cache) | extra_env
+    return subprocess.run(
+        [sys.executable, "-m", "tunegate_trainer", "train"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=600,
+        check=False,
+    )

@@ -213,7 +213,7 @@ def load_scorer(store: Store, config: EvalConfig, workdir: Path) -> Scorer:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    base_path = fetch_model(store, config.base_model.uri)
+    base_path = fetch_model(store, config.base_model.uri, config.base_model.revision)
     adapter_path = store.download_tree(config.adapter, workdir / "adapter")
     tokenizer = load_tokenizer(base_path)
     cuda = torch.cuda.is_available()

@@ -13,7 +13,7 @@ from typing import Any, cast
 import torch
 
 from tunegate_trainer.config import TrainerConfig
-from tunegate_trainer.storage import Store, sha256_file
+from tunegate_trainer.storage import StorageError, Store, sha256_file
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
@@ -52,8 +52,47 @@ def fetch_once(
     return target
 
 
-def fetch_model(store: Store, uri: str) -> Path:
-    """A local copy of an s3:// checkpoint directory, downloaded once per cache."""
+HF_SCHEME = "hf://"
+
+
+class ModelSourceError(StorageError):
+    """The base model cannot be fetched; the message names the URI and revision."""
+
+
+def _from_hub(repo_id: str, revision: str | None, target: Path) -> None:
+    """A snapshot of a Hub repository at `revision` (HF_TOKEN, HF_ENDPOINT apply)."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (
+        HfHubHTTPError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    try:
+        snapshot_download(
+            repo_id,
+            revision=revision,
+            local_dir=target,
+            token=os.environ.get("HF_TOKEN") or None,
+        )
+    except (RepositoryNotFoundError, RevisionNotFoundError, HfHubHTTPError, OSError) as exc:
+        where = f"{HF_SCHEME}{repo_id}" + (f" (revision {revision})" if revision else "")
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelSourceError(
+            f"model {where} cannot be downloaded from the Hub: {first}. A private or gated "
+            "model needs spec.model.tokenSecret; pods need to reach the Hub (HF_ENDPOINT "
+            "for a mirror)"
+        ) from None
+
+
+def fetch_model(store: Store, uri: str, revision: str | None = None) -> Path:
+    """A local copy of the base model, downloaded once per cache: an s3:// checkpoint
+    directory, or an hf://org/name repository at `revision` (default: main)."""
+    if uri.startswith(HF_SCHEME):
+        repo_id = uri.removeprefix(HF_SCHEME).strip("/")
+        key = f"{uri}@{revision or 'main'}"
+        target = cache_root() / "models" / hashlib.sha256(key.encode()).hexdigest()[:16]
+        return fetch_once(target, lambda t: _from_hub(repo_id, revision, t), source=key)
     if not uri.startswith("s3://"):
         return Path(uri)
     target = cache_root() / "models" / hashlib.sha256(uri.encode()).hexdigest()[:16]
@@ -61,9 +100,15 @@ def fetch_model(store: Store, uri: str) -> Path:
 
 
 def model_digest(path: Path) -> str:
-    """One digest over the checkpoint's files (names and contents)."""
+    """One digest over the checkpoint's files (names and contents); the Hub client's
+    own bookkeeping (.cache/) and the download marker are not the model."""
     digest = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file() and p.name != COMPLETE):
+    files = (
+        p
+        for p in path.rglob("*")
+        if p.is_file() and p.name != COMPLETE and p.relative_to(path).parts[0] != ".cache"
+    )
+    for file in sorted(files):
         digest.update(file.relative_to(path).as_posix().encode())
         digest.update(sha256_file(file).encode())
     return digest.hexdigest()

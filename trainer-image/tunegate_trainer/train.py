@@ -157,7 +157,7 @@ def _train(config: TrainerConfig, store: Store, workdir: Path) -> int:
         log.warning(
             "skipped %d malformed rows; first: %s", len(datasets.skipped), datasets.skipped[0]
         )
-    model_path = fetch_model(store, config.model.uri)
+    model_path = fetch_model(store, config.model.uri, config.model.revision)
     tokenizer = load_tokenizer(model_path)
     train_set = pack(datasets.train, tokenizer, block_size=config.training.max_seq_length)
     eval_set = (

@@ -19,7 +19,7 @@ from tunegate_operator.api.common import (
     cel,
     validated,
 )
-from tunegate_operator.api.finetunejob import MODEL_URI_PATTERN
+from tunegate_operator.api.finetunejob import ModelSpec
 from tunegate_operator.api.pod_template import PodTemplate
 
 Role = Literal["target", "retention", "drift", "safety"]
@@ -48,13 +48,6 @@ class FineTuneJobRef(ApiModel):
     """Its name; the gate waits until it Succeeded."""
 
 
-class BaseModelRef(ApiModel):
-    """The base model an external adapter was trained on."""
-
-    uri: str = Field(pattern=MODEL_URI_PATTERN, max_length=1024)
-    """s3://bucket/prefix or hf://org/name of the base checkpoint."""
-
-
 class CandidateSpec(ApiModel):
     """What is evaluated: a FineTuneJob's adapter, or an adapter URI with its base model."""
 
@@ -79,7 +72,7 @@ class CandidateSpec(ApiModel):
     """Evaluate this FineTuneJob's adapter against its base model."""
     adapter_uri: S3Uri | None = None
     """Evaluate an adapter already in S3 (needs baseModel)."""
-    base_model: BaseModelRef | None = None
+    base_model: ModelSpec | None = None
     """Base model of adapterUri."""
 
 

@@ -31,13 +31,33 @@ Phase = Literal["Pending", "Auditing", "Training", "Succeeded", "Failed", "Suspe
 
 
 class ModelSpec(ApiModel):
-    """The base model to fine-tune."""
+    """A base model: a Hugging Face checkpoint in S3 or on the Hub."""
+
+    model_config = validated(
+        cel(
+            "!has(self.revision) || self.uri.startsWith('hf://')",
+            "revision applies only to hf:// models",
+            field_path=".revision",
+        ),
+        cel(
+            "!has(self.tokenSecret) || self.uri.startsWith('hf://')",
+            "tokenSecret applies only to hf:// models",
+            field_path=".tokenSecret",
+        ),
+    )
 
     uri: str = Field(pattern=MODEL_URI_PATTERN, max_length=1024)
     """Where the base model's Hugging Face checkpoint is: s3://bucket/prefix, or
-    hf://org/name when pods may reach the Hugging Face Hub."""
+    hf://org/name when pods may reach the Hugging Face Hub (or a mirror: HF_ENDPOINT
+    in podTemplate.env)."""
     revision: str | None = Field(default=None, max_length=128)
-    """Hub revision (branch, tag or commit) for hf:// models."""
+    """Hub revision (branch, tag or commit) for hf:// models; empty: main. A commit
+    makes the run reproducible."""
+    token_secret: str | None = Field(
+        default=None, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=253
+    )
+    """Secret in the same namespace with key HF_TOKEN, for private or gated hf://
+    models; pods get it by reference only."""
 
 
 class FieldMapping(ApiModel):

@@ -12,6 +12,7 @@ from tunegate_operator.builders.jobs import (
     GPU,
     GPU_TOLERATION,
     container_security_context,
+    hub_token_env,
     pod_security_context,
     threads_env,
     with_volumes,
@@ -52,6 +53,8 @@ class Candidate:
     sha256: str | None  # from the FineTuneJob's manifest, when there is one
     source: str  # "FineTuneJob <name>" or the adapter URI
     results_root: str | None = None  # re-evaluations keep results beside the original's
+    base_model_revision: str | None = None  # hf:// models
+    base_model_token_secret: str | None = None  # Secret with HF_TOKEN, hf:// models
 
     def evals_root(self) -> str:
         """Results live next to the adapter's run: <run>/evals/."""
@@ -77,7 +80,10 @@ def eval_config(
             "uid": gate.uid,
             "generation": gate.generation,
         },
-        "base_model": {"uri": candidate.base_model_uri, "revision": None},
+        "base_model": {
+            "uri": candidate.base_model_uri,
+            "revision": candidate.base_model_revision,
+        },
         "adapter": candidate.adapter_uri,
         "suites": [
             {
@@ -126,6 +132,7 @@ def eval_job(
             for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
         ]
     env.append(threads_env(quantity_value(spec.resources.cpu)))
+    env += hub_token_env(candidate.base_model_token_secret)
     # Requests, so the pod is not BestEffort (first to be evicted); memory request =
     # limit, as for training.
     resources: dict[str, Any] = {

@@ -152,6 +152,14 @@ def with_volumes(container: dict[str, Any], pod_spec: dict[str, Any], volumes: P
         requests["ephemeral-storage"] = volumes.ephemeral_storage
 
 
+def hub_token_env(secret: str | None) -> list[dict[str, Any]]:
+    """HF_TOKEN for private or gated hf:// models, by Secret reference only."""
+    if not secret:
+        return []
+    ref = {"name": secret, "key": "HF_TOKEN"}
+    return [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": ref}}]
+
+
 def _config_env(
     spec: FineTuneJobSpec, run: RunRef, attempt: int, settings: Settings
 ) -> dict[str, str]:
@@ -308,6 +316,7 @@ def training_job(
         _config_env(spec, run, attempt, settings),
         *_rendezvous_env(spec, run, attempt, settings),
         *_credential_env(credentials_secret(spec, settings)),
+        *hub_token_env(spec.model.token_secret),
         threads_env(quantity_value(resources["requests"]["cpu"]) / processes),
     ]
     container = {
