@@ -202,6 +202,8 @@ INVALID: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
     ("output-bucket-only-scheme", FTJ, {"spec.output.uri": "s3://"}, "spec.output.uri"),
     ("output-missing", FTJ, {"spec.output": _DELETE}, "spec.output"),
     ("model-gcs", FTJ, {"spec.model.uri": "gs://bucket/model"}, "spec.model.uri"),
+    ("revision-on-s3", FTJ, {"spec.model.revision": "main"}, "spec.model.revision"),
+    ("token-on-s3", FTJ, {"spec.model.tokenSecret": "hf"}, "spec.model.tokenSecret"),
     ("audit-mode-enum", FTJ, {"spec.audit.mode": "strict"}, "spec.audit.mode"),
     ("backoff-negative", FTJ, {"spec.runPolicy.backoffLimit": -1}, "spec.runPolicy.backoffLimit"),
     ("unknown-field", FTJ, {"spec.lora.rnak": 8}, "spec.lora.rnak"),

@@ -139,6 +139,19 @@ def finish(proc: subprocess.Popen[str], timeout: float = 600) -> str:
     return output
 
 
+def wait_for_step(s3: Any, document: dict[str, Any], step: int) -> None:
+    """Until the run's progress file reports `step` (it is written every few seconds)."""
+    progress = document["artifacts"]["progress"]
+
+    def reached() -> bool:
+        try:
+            return int(read_json(s3, progress)["step"]) >= step
+        except s3.exceptions.NoSuchKey:
+            return False
+
+    wait_until(reached, timeout=300, interval=0.1, what=f"training to reach step {step}")
+
+
 def read_json(s3: Any, uri: str) -> Any:
     key = uri.removeprefix(f"s3://{BUCKET}/")
     return json.loads(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
@@ -248,15 +261,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_143(
         training={"max_steps": max_steps, "checkpoint_every": max_steps, "max_seq_length": 128},
     )
     proc = start(cluster, document, tmp_path / "cache")
-    progress = document["artifacts"]["progress"]
-
-    def stepping() -> bool:
-        try:
-            return int(read_json(s3, progress)["step"]) >= 3
-        except s3.exceptions.NoSuchKey:
-            return False
-
-    wait_until(stepping, timeout=300, interval=0.1, what="training to start")
+    wait_for_step(s3, document, 3)
     proc.send_signal(signal.SIGTERM)
     output, _ = proc.communicate(timeout=300)
     assert proc.returncode == 143, output[-3000:]
@@ -488,15 +493,7 @@ def test_sigterm_to_one_rank_stops_every_rank_at_the_same_checkpoint(
     )
     document["progress_interval_seconds"] = 0.5
     proc = start(cluster, document, tmp_path / "cache", torchrun=2)
-    progress = document["artifacts"]["progress"]
-
-    def stepping() -> bool:
-        try:
-            return int(read_json(s3, progress)["step"]) >= 3
-        except s3.exceptions.NoSuchKey:
-            return False
-
-    wait_until(stepping, timeout=300, interval=0.2, what="training to start")
+    wait_for_step(s3, document, 3)
     os.kill(_worker_with_local_rank(proc, 1), signal.SIGTERM)
     output, _ = proc.communicate(timeout=300)
     stops = re.findall(r"stopped by SIGTERM at step (\d+)", output)

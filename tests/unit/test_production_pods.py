@@ -347,3 +347,31 @@ def test_the_audit_runs_in_its_own_slim_image_when_one_is_set() -> None:
     assert audit["containers"][0]["image"] == "registry/tunegate/audit:1"
     fallback = jobs.audit_job(spec, run=RUN, settings=SETTINGS)["spec"]["template"]["spec"]
     assert fallback["containers"][0]["image"] == "registry/custom-trainer:2"
+
+
+def test_an_hf_models_token_and_revision_reach_training_and_eval_pods_by_reference() -> None:
+    model = {"uri": "hf://meta-llama/Llama-3.2-1B", "revision": "4e20de3", "tokenSecret": "hf"}
+    spec = _ftj(model=model)
+    container = _train_pod(spec)["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["HF_TOKEN"] == {
+        "name": "HF_TOKEN",
+        "valueFrom": {"secretKeyRef": {"name": "hf", "key": "HF_TOKEN"}},
+    }
+    rendered = trainer_config(spec, run=RUN, attempt=1, settings=SETTINGS)
+    assert rendered["model"] == {"uri": model["uri"], "revision": "4e20de3"}
+    candidate = Candidate(
+        "s3://out/run/adapter",
+        model["uri"],
+        None,
+        "FineTuneJob run",
+        base_model_revision="4e20de3",
+        base_model_token_secret="hf",
+    )
+    job = eval_job(
+        _gate(), gate=GateRef("ml", "gate", "uid-2", 1), candidate=candidate, settings=SETTINGS
+    )
+    eval_env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert eval_env["HF_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "hf"
+    config = json.loads(eval_env["TUNEGATE_EVAL_CONFIG"]["value"])
+    assert config["base_model"] == {"uri": model["uri"], "revision": "4e20de3"}
