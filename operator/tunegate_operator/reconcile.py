@@ -73,6 +73,11 @@ def _preflight(
         PreflightInputs(
             secret_name=secret,
             secret_keys=kube.secret_keys(namespace, secret) if secret else None,
+            token_secret_keys=(
+                kube.secret_keys(namespace, spec.model.token_secret)
+                if spec.model.token_secret
+                else None
+            ),
             missing_objects=missing,
             model_config=model_config,
             model_config_error=model_error,

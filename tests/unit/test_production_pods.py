@@ -29,6 +29,7 @@ from tunegate_operator.decisions.finetunejob import (
     Observed,
     decide,
 )
+from tunegate_operator.decisions.preflight import PreflightInputs, preflight
 from tunegate_operator.settings import load_settings
 from tunegate_trainer.evaluate import placement
 from tunegate_trainer.modeling import fetch_once
@@ -375,3 +376,23 @@ def test_an_hf_models_token_and_revision_reach_training_and_eval_pods_by_referen
     assert eval_env["HF_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "hf"
     config = json.loads(eval_env["TUNEGATE_EVAL_CONFIG"]["value"])
     assert config["base_model"] == {"uri": model["uri"], "revision": "4e20de3"}
+
+
+def test_a_missing_hub_token_secret_holds_the_run_pending_naming_the_field() -> None:
+    spec = _ftj(model={"uri": "hf://org/gated", "tokenSecret": "hf"})
+    missing = _token_problems(spec, PreflightInputs(secret_name=None, secret_keys=None))
+    assert [(p.reason, p.waiting) for p in missing] == [("SecretNotFound", True)]
+    wrong_key = PreflightInputs(
+        secret_name=None, secret_keys=None, token_secret_keys=frozenset({"token"})
+    )
+    (problem,) = _token_problems(spec, wrong_key)
+    assert problem.reason == "SecretKeyMissing" and "HF_TOKEN" in problem.message
+    ok = PreflightInputs(
+        secret_name=None, secret_keys=None, token_secret_keys=frozenset({"HF_TOKEN"})
+    )
+    assert _token_problems(spec, ok) == []
+
+
+def _token_problems(spec: FineTuneJobSpec, inputs: PreflightInputs) -> list[Any]:
+    # No nodes are given, so placement problems are expected too; only the token's count.
+    return [p for p in preflight(spec, inputs).problems if p.field == "spec.model.tokenSecret"]

@@ -42,6 +42,7 @@ class PreflightInputs:
 
     secret_name: str | None
     secret_keys: frozenset[str] | None  # None: the Secret does not exist
+    token_secret_keys: frozenset[str] | None = None  # spec.model.tokenSecret's, likewise
     missing_objects: Mapping[str, str] = field(default_factory=dict)  # spec field -> URI
     model_config: Mapping[str, Any] | None = None
     model_config_error: str | None = None
@@ -100,33 +101,50 @@ def run_shape(spec: FineTuneJobSpec) -> RunShape:
     )
 
 
+def _secret_problems(
+    field_name: str, name: str, keys: frozenset[str] | None, required: Sequence[str]
+) -> list[Problem]:
+    """A referenced Secret that is missing, or lacks a key: both can be fixed later."""
+    if keys is None:
+        return [
+            Problem(
+                field_name,
+                "SecretNotFound",
+                f"Secret {name!r} ({field_name}) does not exist in this namespace; create it "
+                f"with key(s) {', '.join(required)}",
+                waiting=True,
+            )
+        ]
+    missing = [k for k in required if k not in keys]
+    if not missing:
+        return []
+    return [
+        Problem(
+            field_name,
+            "SecretKeyMissing",
+            f"Secret {name!r} ({field_name}) lacks key(s) {', '.join(missing)}",
+            waiting=True,
+        )
+    ]
+
+
 def preflight(spec: FineTuneJobSpec, inputs: PreflightInputs) -> PreflightResult:
     problems: list[Problem] = []
     pool = _pool_name(spec)
     if inputs.secret_name:
-        if inputs.secret_keys is None:
-            problems.append(
-                Problem(
-                    "spec.storage.credentialsSecret",
-                    "SecretNotFound",
-                    f"Secret {inputs.secret_name!r} (spec.storage.credentialsSecret) does not "
-                    "exist in this namespace; create it with keys AWS_ACCESS_KEY_ID and "
-                    "AWS_SECRET_ACCESS_KEY",
-                    waiting=True,
-                )
-            )
-        else:
-            missing = [k for k in REQUIRED_SECRET_KEYS if k not in inputs.secret_keys]
-            if missing:
-                problems.append(
-                    Problem(
-                        "spec.storage.credentialsSecret",
-                        "SecretKeyMissing",
-                        f"Secret {inputs.secret_name!r} (spec.storage.credentialsSecret) lacks "
-                        f"key(s) {', '.join(missing)}",
-                        waiting=True,
-                    )
-                )
+        problems += _secret_problems(
+            "spec.storage.credentialsSecret",
+            inputs.secret_name,
+            inputs.secret_keys,
+            REQUIRED_SECRET_KEYS,
+        )
+    if spec.model.token_secret:
+        problems += _secret_problems(
+            "spec.model.tokenSecret",
+            spec.model.token_secret,
+            inputs.token_secret_keys,
+            ("HF_TOKEN",),
+        )
     for field_name, uri in sorted(inputs.missing_objects.items()):
         problems.append(
             Problem(
