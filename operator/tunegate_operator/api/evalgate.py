@@ -180,7 +180,7 @@ class EvalResources(ApiModel):
     """Extra tolerations."""
     priority_class_name: str | None = None
     """PriorityClass of the eval pod."""
-    cpu: Quantity = "2"
+    cpu: Quantity = "1"
     """CPU request of the eval pod."""
     memory: Quantity = "8Gi"
     """Memory request and limit of the eval pod: it holds the base model once (plus the
