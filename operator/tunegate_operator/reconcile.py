@@ -127,9 +127,6 @@ def observe(
             except DocumentError as exc:
                 audit_report = AuditReport("Failed", (str(exc),))
     progress = s3.read_json(layout.progress) if train_jobs else None
-    latest = train_jobs.get(max(train_jobs, default=0))
-    # Sizes the next attempt's cache.
-    model_bytes = s3.model_size(spec.model.uri) if latest is None or latest.finished else None
     checks = None
     if audit_job is None and not train_jobs and not spec.run_policy.suspend:
         checks = _preflight(spec, kube, s3, namespace, settings)
@@ -144,7 +141,6 @@ def observe(
         manifest=manifest,
         manifest_error=manifest_error,
         progress=progress,
-        model_bytes=model_bytes,
     )
 
 
@@ -168,7 +164,8 @@ def apply_actions(
                 settings=settings,
                 active_deadline_seconds=action.active_deadline_seconds,
                 suspend=action.suspend,
-                model_bytes=action.model_bytes,
+                # Sizes the pod's cache; read only when an attempt is created.
+                model_bytes=S3(*settings.s3_location(spec.storage)).model_size(spec.model.uri),
             )
             if kube.create_workload(manifest, identity):
                 created.append(manifest["metadata"]["name"])

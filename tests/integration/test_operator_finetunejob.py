@@ -66,6 +66,9 @@ def test_single_node_run_audits_on_cpu_trains_on_the_pool_and_succeeds(
     train = wait_job(cluster, namespace, "run-train-1")
     pod_spec = train["spec"]["template"]["spec"]
     assert pod_spec["containers"][0]["resources"]["limits"] == {"nvidia.com/gpu": "2"}
+    # The cache is sized from the base model's bytes in S3 (a config.json here) + 1 GiB.
+    requested = pod_spec["containers"][0]["resources"]["requests"]["ephemeral-storage"]
+    assert requested == "1025Mi", requested
     assert pod_spec["nodeSelector"] == {"tunegate.dev/pool": "a100-80g"}
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod_spec[
         "tolerations"

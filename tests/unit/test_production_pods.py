@@ -155,7 +155,6 @@ def _observed(train_jobs: dict[int, JobView]) -> Observed:
             "audit": {"verdict": "Passed"},
         },
         train_jobs=train_jobs,
-        model_bytes=GIB,
     )
 
 
@@ -175,7 +174,7 @@ def test_disrupted_attempts_restart_at_once_and_do_not_use_up_the_backoff_limit(
     disrupted = {n: _failed(f"run-train-{n}", DISRUPTED_REASON) for n in (1, 2, 3)}
     decision = decide(spec, _observed(disrupted))
     assert decision.phase == "Training"
-    assert decision.actions == (CreateTrainingJob(4, None, suspend=False, model_bytes=GIB),)
+    assert decision.actions == (CreateTrainingJob(4, None, suspend=False),)
     assert decision.events[0].reason == "AttemptDisrupted"
     # One real failure still ends a run with backoffLimit 0.
     failed = {**disrupted, 4: _failed("run-train-4", "BackoffLimitExceeded")}

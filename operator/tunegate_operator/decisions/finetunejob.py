@@ -72,7 +72,6 @@ class Observed:
     manifest: ManifestSummary | None = None
     manifest_error: str | None = None
     progress: Mapping[str, Any] | None = None
-    model_bytes: int | None = None  # the base model's size in S3, before an attempt starts
 
 
 @dataclass(frozen=True)
@@ -85,7 +84,6 @@ class CreateTrainingJob:
     attempt: int
     active_deadline_seconds: int | None
     suspend: bool
-    model_bytes: int | None = None  # sizes the pod's cache
 
 
 @dataclass(frozen=True)
@@ -446,9 +444,7 @@ def _start_attempt(
             "attempts": attempt,
             "startTime": (start or now).strftime("%Y-%m-%dT%H:%M:%SZ"),
         },
-        actions=(
-            CreateTrainingJob(attempt, remaining, suspend=False, model_bytes=observed.model_bytes),
-        ),
+        actions=(CreateTrainingJob(attempt, remaining, suspend=False),),
         events=(*events, Event("Normal", "TrainingScheduled", message)),
     )
 
