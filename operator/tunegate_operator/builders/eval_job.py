@@ -12,6 +12,7 @@ from tunegate_operator.builders.jobs import (
     GPU,
     GPU_TOLERATION,
     container_security_context,
+    credential_env,
     hub_token_env,
     pod_security_context,
     threads_env,
@@ -126,11 +127,7 @@ def eval_job(
             ),
         }
     ]
-    if secret:
-        env += [
-            {"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
-            for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
-        ]
+    env += credential_env(secret)
     env.append(threads_env(quantity_value(spec.resources.cpu)))
     env += hub_token_env(candidate.base_model_token_secret)
     # Requests, so the pod is not BestEffort (first to be evicted); memory request =

@@ -126,7 +126,7 @@ def _labels(run: RunRef, component: str, attempt: int | None = None) -> dict[str
     return labels
 
 
-def _credential_env(secret: str | None) -> list[dict[str, Any]]:
+def credential_env(secret: str | None) -> list[dict[str, Any]]:
     """S3 credentials only by reference: the value never enters a manifest."""
     if not secret:
         return []
@@ -206,7 +206,7 @@ def audit_job(spec: FineTuneJobSpec, *, run: RunRef, settings: Settings) -> dict
         "command": [settings.trainer_python, "-m", "tunegate_trainer", "audit"],
         "env": [
             _config_env(spec, run, 1, settings),
-            *_credential_env(credentials_secret(spec, settings)),
+            *credential_env(credentials_secret(spec, settings)),
         ],
         "resources": settings.audit_resources,
         "securityContext": container_security_context(),
@@ -315,7 +315,7 @@ def training_job(
     env = [
         _config_env(spec, run, attempt, settings),
         *_rendezvous_env(spec, run, attempt, settings),
-        *_credential_env(credentials_secret(spec, settings)),
+        *credential_env(credentials_secret(spec, settings)),
         *hub_token_env(spec.model.token_secret),
         threads_env(quantity_value(resources["requests"]["cpu"]) / processes),
     ]
