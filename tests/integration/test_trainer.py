@@ -418,16 +418,8 @@ def run_eval(cluster: ClusterInfo, document: dict[str, Any], cache: Path) -> str
 
     env = trainer_env(cluster, {}, cache)
     env[EVAL_CONFIG_ENV] = json.dumps(document)
-    proc = subprocess.run(
-        [sys.executable, "-m", "tunegate_trainer", "eval"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    proc = run_command("eval", env)
+    assert proc.returncode == 0, proc.stdout[-4000:]
     return proc.stdout
 
 
@@ -543,9 +535,13 @@ def test_an_hf_model_is_fetched_at_its_revision_with_the_token(
 def run_trainer(
     cluster: ClusterInfo, document: dict[str, Any], cache: Path, *, extra_env: dict[str, str]
 ) -> subprocess.CompletedProcess[str]:
-    env = trainer_env(cluster, document, cache) | extra_env
+    return run_command("train", trainer_env(cluster, document, cache) | extra_env)
+
+
+def run_command(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`python -m tunegate_trainer <command>` to the end, its output in one stream."""
     return subprocess.run(
-        [sys.executable, "-m", "tunegate_trainer", "train"],
+        [sys.executable, "-m", "tunegate_trainer", command],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
