@@ -27,6 +27,25 @@ def _time(value: object) -> datetime | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
+class HandoffError(Exception):
+    """A promotion.handoff target could not be patched (missing, forbidden, invalid)."""
+
+
+def _refusal(exc: ApiException, namespace: str) -> str:
+    if exc.status == 404:
+        return f"not found in namespace {namespace} (the operator patches, never creates, it)"
+    if exc.status == 403:
+        return (
+            "forbidden: the operator's RBAC does not allow patching it; add its resource "
+            "to the chart value promotion.handoffResources"
+        )
+    try:
+        message = json.loads(exc.body or "{}").get("message") or exc.reason
+    except ValueError:
+        message = exc.reason
+    return f"refused ({exc.status}): {message}"
+
+
 class Kube:
     def __init__(self, api_client: client.ApiClient | None = None) -> None:
         if api_client is None:
@@ -35,6 +54,7 @@ class Kube:
             except config.ConfigException:
                 config.load_kube_config()
             api_client = client.ApiClient()
+        self.api_client = api_client
         self.core = client.CoreV1Api(api_client)
         self.batch = client.BatchV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
@@ -256,6 +276,55 @@ class Kube:
             if exc.status != 404:
                 raise
             self.core.create_namespaced_config_map(namespace, cast(Any, body))
+
+    def merge_patch(
+        self, api_version: str, kind: str, namespace: str, name: str, patch: Mapping[str, Any]
+    ) -> None:
+        """RFC 7386 merge patch of any namespaced object (the kind found by discovery);
+        HandoffError says what went wrong in one line."""
+        target = f"{api_version} {kind}/{name}"
+        base = f"/apis/{api_version}" if "/" in api_version else f"/api/{api_version}"
+        plural = self._plural(base, kind, target)
+        try:
+            cast(Any, self.api_client).call_api(
+                f"{base}/namespaces/{namespace}/{plural}/{name}",
+                "PATCH",
+                header_params={
+                    "Content-Type": "application/merge-patch+json",
+                    "Accept": "application/json",
+                },
+                body=dict(patch),
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+            )
+        except ApiException as exc:
+            raise HandoffError(f"{target}: {_refusal(exc, namespace)}") from None
+
+    def _plural(self, base: str, kind: str, target: str) -> str:
+        try:
+            response = cast(Any, self.api_client).call_api(
+                base,
+                "GET",
+                header_params={"Accept": "application/json"},
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                raise HandoffError(
+                    f"{target}: this cluster does not serve that apiVersion"
+                ) from None
+            raise
+        resources = json.loads(response[0].data).get("resources", [])
+        for resource in resources:
+            if resource.get("kind") == kind and "/" not in resource["name"]:
+                if not resource.get("namespaced"):
+                    raise HandoffError(
+                        f"{target}: {kind} is cluster-scoped; handoff patches "
+                        "objects in the gate's namespace"
+                    )
+                return str(resource["name"])
+        raise HandoffError(f"{target}: this cluster serves no kind {kind} in that apiVersion")
 
     def patch_ftj_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         self.custom.patch_namespaced_custom_object_status(

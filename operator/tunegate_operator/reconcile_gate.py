@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tunegate_operator import report
-from tunegate_operator.api.evalgate import EvalGateSpec
+from tunegate_operator.api.evalgate import EvalGateSpec, PromotionSpec
 from tunegate_operator.api.finetunejob import FineTuneJobSpec
 from tunegate_operator.builders.eval_job import (
     Candidate,
@@ -30,11 +30,20 @@ from tunegate_operator.decisions.evalgate import (
     describe,
 )
 from tunegate_operator.decisions.finetunejob import Event
+from tunegate_operator.decisions.handoff import handoff_due
 from tunegate_operator.k8s_io import Kube
-from tunegate_operator.promotion import PromotionError, current, promote
+from tunegate_operator.promotion import (
+    Promoted,
+    PromotionError,
+    WriteConflictError,
+    current,
+    promote,
+    promoted_of,
+)
 from tunegate_operator.reconcile import status_changed
 from tunegate_operator.reconcile_reevaluation import reevaluate
 from tunegate_operator.s3_io import S3
+from tunegate_operator.serving_handoff import hand_off
 from tunegate_operator.settings import Settings
 
 log = logging.getLogger("tunegate")
@@ -92,27 +101,27 @@ def resolve_candidate(
 
 def observe(
     body: Mapping[str, Any], spec: EvalGateSpec, *, kube: Kube, s3: S3, gate: GateRef, now: datetime
-) -> Observed:
+) -> tuple[Observed, dict[str, Any] | None]:
+    """The decision's inputs, and the promotion pointer as read (None without one)."""
     meta = body["metadata"]
     candidate = resolve_candidate(spec, gate.namespace, kube)
-    results = None
-    job = None
+    results = job = pointer = None
     promoted_sha = superseded_by = None
     if isinstance(candidate, Candidate):
         job = kube.job_view(gate.namespace, eval_job_name(gate))
         results = s3.read_json(results_uri(candidate, gate))
         if spec.promotion is not None:
-            record = current(s3, spec.promotion.uri) or {}
-            entry = record.get("current") or {}
+            pointer = current(s3, spec.promotion.uri) or {}
+            entry = pointer.get("current") or {}
             if entry.get("source") == candidate.adapter_uri:
                 promoted_sha = entry.get("sha256")
             elif any(
                 e.get("source") == candidate.adapter_uri
-                for e in [*(record.get("previous") or []), *(record.get("rolledBack") or [])]
+                for e in [*(pointer.get("previous") or []), *(pointer.get("rolledBack") or [])]
             ):
                 # Promoted once and replaced since: another gate owns the URI now.
                 superseded_by = str(entry.get("source") or "another version")
-    return Observed(
+    observed = Observed(
         now=now,
         generation=gate.generation,
         status=body.get("status") or {},
@@ -123,6 +132,7 @@ def observe(
         promoted_sha256=promoted_sha,
         superseded_by=superseded_by,
     )
+    return observed, pointer
 
 
 def _manifest_files(s3: S3, candidate: Candidate) -> tuple[dict[str, str], str | None]:
@@ -193,6 +203,78 @@ def _conditions_of(status: Mapping[str, Any]) -> tuple[Cond, ...]:
     )
 
 
+def _promote(
+    decision: Decision,
+    observed: Observed,
+    spec: EvalGateSpec,
+    candidate: Candidate,
+    *,
+    s3: S3,
+    gate: GateRef,
+    emit: Callable[[Event], None],
+) -> tuple[Decision, Promoted | None]:
+    """The decision on the world after the promotion, and the version now served (None
+    when not promoted: refused, or another gate moved the pointer meanwhile, which is
+    decided again on the next pass)."""
+    assert spec.promotion is not None
+    files, digest = _manifest_files(s3, candidate)
+    try:
+        served = promote(
+            s3,
+            adapter_uri=candidate.adapter_uri,
+            promotion_uri=spec.promotion.uri,
+            expected_files=files,
+            expected_sha256=digest,
+            gate=f"{gate.namespace}/{gate.name}",
+        )
+    except PromotionError as exc:
+        emit(Event("Warning", "PromotionFailed", str(exc)))
+        return _promotion_failed(decision, str(exc)), None
+    except WriteConflictError:
+        log.info("evalgate %s/%s: promotion.json changed meanwhile", gate.namespace, gate.name)
+        return decision, None
+    # The same rules, on the new world, then report Promoted.
+    return decide(spec, replace(observed, promoted_sha256=served.sha256)), served
+
+
+def _hand_off_if_due(
+    decision: Decision,
+    promotion: PromotionSpec,
+    served: Promoted,
+    *,
+    status: Mapping[str, Any],
+    kube: Kube,
+    gate: GateRef,
+    now: datetime,
+    emit: Callable[[Event], None],
+    extra: dict[str, Any],
+) -> Decision:
+    """Tell serving about the served version once this gate put it there."""
+    due = handoff_due(
+        decision.phase,
+        (status.get("promoted") or {}).get("sha256"),
+        served.sha256,
+        (status.get("handoff") or {}).get("sha256"),
+    )
+    if not due or not (promotion.config_map or promotion.handoff):
+        return decision
+    told = hand_off(
+        kube,
+        namespace=gate.namespace,
+        gate_name=gate.name,
+        promotion=promotion,
+        served=served,
+        now=now,
+    )
+    if told.status is not None:
+        extra["handoff"] = told.status
+    before = next((c for c in _conditions_of(status) if c.type == "HandedOff"), None)
+    if before != told.condition:  # a failure retried every pass is reported once
+        emit(told.event)
+    kept = tuple(c for c in decision.conditions if c.type != "HandedOff")
+    return replace(decision, conditions=(*kept, told.condition))
+
+
 def reconcile_gate(
     body: Mapping[str, Any], *, kube: Kube, settings: Settings, emit: Callable[[Event], None]
 ) -> GateOutcome:
@@ -201,8 +283,9 @@ def reconcile_gate(
     gate = GateRef(meta["namespace"], meta["name"], meta["uid"], int(meta.get("generation", 1)))
     s3 = S3(*settings.s3_location(spec.storage))
     now = datetime.now(UTC)
-    observed = observe(body, spec, kube=kube, s3=s3, gate=gate, now=now)
+    observed, pointer = observe(body, spec, kube=kube, s3=s3, gate=gate, now=now)
     decision = decide(spec, observed)
+    served = promoted_of(pointer) if pointer else None
     if _promotion_refused(status, gate.generation) and decision.actions:
         # Not retried every few seconds: the spec must change (new generation) first.
         decision = Decision("Failed", _conditions_of(status), decision.status)
@@ -222,27 +305,13 @@ def reconcile_gate(
                 trainer_service_account(gate.namespace, settings),
             )
         elif isinstance(action, Promote) and spec.promotion is not None:
-            files, digest = _manifest_files(s3, action.candidate)
-            try:
-                done = promote(
-                    s3,
-                    adapter_uri=action.candidate.adapter_uri,
-                    promotion_uri=spec.promotion.uri,
-                    expected_files=files,
-                    expected_sha256=digest,
-                    gate=f"{gate.namespace}/{gate.name}",
-                )
-            except PromotionError as exc:
-                emit(Event("Warning", "PromotionFailed", str(exc)))
-                decision = _promotion_failed(decision, str(exc))
-                continue
-            extra["promoted"] = done.status()
-            if spec.promotion.config_map:
-                kube.upsert_config_map(
-                    gate.namespace, spec.promotion.config_map, done.serving_record()
-                )
-            # Decide again on the new world: the same rules then report Promoted.
-            decision = decide(spec, replace(observed, promoted_sha256=done.sha256))
+            decision, promoted_now = _promote(
+                decision, observed, spec, action.candidate, s3=s3, gate=gate, emit=emit
+            )
+            served = promoted_now or served
+    # The status mirrors the pointer (also after a crash between the two writes).
+    if decision.phase == "Promoted" and served and status.get("promoted") != served.status():
+        extra["promoted"] = served.status()
     if "results" in decision.status and isinstance(observed.candidate, Candidate):
         report = results_uri(observed.candidate, gate).rsplit("/", 1)[0] + "/report/index.html"
         if status.get("report") != report:
@@ -280,8 +349,9 @@ def reconcile_gate(
             if outcome.condition
             else tuple(c for c in _conditions_of(status) if c.type == "Reevaluated")
         )
-        if outcome.rolled_back and outcome.promoted is not None:
-            extra["promoted"] = outcome.promoted
+        if outcome.restored is not None:
+            served = outcome.restored
+            extra["promoted"] = served.status()
             decision = Decision(
                 "RolledBack",
                 (
@@ -295,6 +365,18 @@ def reconcile_gate(
             decision = replace(decision, conditions=(*decision.conditions, *reeval_conditions))
     elif _rolled_back(status, gate.generation) and status.get("reevaluation"):
         extra["reevaluation"] = status["reevaluation"]
+    if spec.promotion is not None and served is not None:
+        decision = _hand_off_if_due(
+            decision,
+            spec.promotion,
+            served,
+            status={**status, **extra},
+            kube=kube,
+            gate=gate,
+            now=now,
+            emit=emit,
+            extra=extra,
+        )
     for event in decision.events:
         emit(event)
     if "results" in decision.status and status.get("phase") != decision.phase:

@@ -26,7 +26,7 @@ from tunegate_operator.decisions.reevaluation import (
     parse_stamp,
 )
 from tunegate_operator.k8s_io import Kube
-from tunegate_operator.promotion import PromotionError, current, roll_back
+from tunegate_operator.promotion import Promoted, PromotionError, current, roll_back, version_uri
 from tunegate_operator.s3_io import S3
 from tunegate_operator.settings import Settings
 
@@ -35,16 +35,23 @@ from tunegate_operator.settings import Settings
 class ReevalOutcome:
     state: dict[str, Any]
     condition: Cond | None
-    promoted: dict[str, str | None] | None  # the new status.promoted after a rollback
-    rolled_back: bool
+    restored: Promoted | None  # what the pointer serves after a rollback
 
 
-def served_candidate(candidate: Candidate, promotion_uri: str, sha256: str | None) -> Candidate:
-    """What serving loads, judged against the same base; results stay beside the
-    original candidate's."""
+def served_candidate(
+    candidate: Candidate, promotion_uri: str, record: Mapping[str, Any], sha256: str | None
+) -> Candidate:
+    """The served version (its own files only, never the history), judged against the
+    same base; results stay beside the original candidate's."""
+    entry = record.get("current") or {}
+    if sha256 is None or entry.get("sha256") == sha256:
+        # A v0.1 record (not yet migrated) served the files at the root.
+        uri = entry.get("uri") or promotion_uri.rstrip("/")
+    else:
+        uri = version_uri(promotion_uri, sha256)
     return replace(
         candidate,
-        adapter_uri=promotion_uri.rstrip("/"),
+        adapter_uri=uri,
         sha256=sha256,
         source=f"served {promotion_uri}",
         results_root=candidate.evals_root(),
@@ -68,7 +75,9 @@ def reevaluate(
     state = dict(status.get("reevaluation") or {})
     record = current(s3, spec.promotion.uri) or {}
     served_sha = (record.get("current") or {}).get("sha256")
-    served = served_candidate(candidate, spec.promotion.uri, state.get("sha256") or served_sha)
+    served = served_candidate(
+        candidate, spec.promotion.uri, record, state.get("sha256") or served_sha
+    )
     round_gate = replace(gate, round=int(state.get("round", 0)))
     job = results = None
     if state.get("active"):
@@ -87,13 +96,12 @@ def reevaluate(
             results=results,
         ),
     )
-    promoted = None
+    restored = None
     condition = decision.condition
-    rolled_back = False
     for action in decision.actions:
         if isinstance(action, StartRound):
             round_candidate = served_candidate(
-                candidate, spec.promotion.uri, decision.state.get("sha256")
+                candidate, spec.promotion.uri, record, decision.state.get("sha256")
             )
             kube.create_workload(
                 eval_job(
@@ -118,12 +126,7 @@ def reevaluate(
                 emit(Event("Warning", "RollbackFailed", message))
                 condition = Cond("Reevaluated", "False", "RollbackFailed", message)
                 continue
-            rolled_back = True
-            promoted = done.status()
-            if spec.promotion.config_map:
-                kube.upsert_config_map(
-                    gate.namespace, spec.promotion.config_map, done.serving_record()
-                )
+            restored = done
             emit(
                 Event(
                     "Warning",
@@ -134,4 +137,4 @@ def reevaluate(
             )
     for event in decision.events:
         emit(event)
-    return ReevalOutcome(decision.state, condition, promoted, rolled_back)
+    return ReevalOutcome(decision.state, condition, restored)

@@ -25,6 +25,14 @@ class StorageError(Exception):
     """S3 could not be reached or refused the request (not: object missing)."""
 
 
+class WriteConflictError(StorageError):
+    """A conditional write lost: the object changed since it was read."""
+
+
+# 412: If-Match/If-None-Match failed; 409: a concurrent conditional write won.
+_CONFLICT = ("412", "PreconditionFailed", "409", "ConditionalRequestConflict")
+
+
 def split_uri(uri: str) -> tuple[str, str]:
     if not uri.startswith("s3://"):
         raise ValueError(f"not an s3:// URI: {uri}")
@@ -75,15 +83,25 @@ class S3:
 
     def read_json(self, uri: str) -> dict[str, Any] | None:
         """The parsed object, or None when it does not exist."""
+        return self.read_json_tagged(uri)[0]
+
+    def read_json_tagged(self, uri: str) -> tuple[dict[str, Any] | None, str | None]:
+        """The parsed object and its ETag (for a conditional write back); (None, None)
+        when it does not exist."""
         bucket, key = split_uri(uri)
         try:
-            body = self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
+            response = self.client.get_object(Bucket=bucket, Key=key)
+            body = response["Body"].read()
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in _MISSING:
-                return None
+                return None, None
             raise StorageError(f"S3 refused GET {uri}: {exc}") from None
         except BotoCoreError as exc:
             raise StorageError(f"S3 unreachable for {uri}: {exc}") from None
+        return self._parsed(uri, body), str(response.get("ETag") or "") or None
+
+    @staticmethod
+    def _parsed(uri: str, body: bytes) -> dict[str, Any]:
         try:
             document = json.loads(body)
         except json.JSONDecodeError as exc:
@@ -159,13 +177,31 @@ class S3:
         except (ClientError, BotoCoreError) as exc:
             raise StorageError(f"S3 refused DELETE {uri}: {exc}") from None
 
-    def write_json(self, uri: str, document: dict[str, Any]) -> None:
+    def write_json(
+        self,
+        uri: str,
+        document: dict[str, Any],
+        *,
+        if_match: str | None = None,
+        if_absent: bool = False,
+    ) -> None:
+        """Compare-and-swap when asked: `if_match` writes only over the version with that
+        ETag, `if_absent` only where no object exists (WriteConflictError otherwise)."""
         bucket, key = split_uri(uri)
+        body = json.dumps(document, indent=2, sort_keys=True).encode()
+        conditional = if_absent or if_match is not None
         try:
-            self.client.put_object(
-                Bucket=bucket, Key=key, Body=json.dumps(document, indent=2, sort_keys=True).encode()
-            )
-        except (ClientError, BotoCoreError) as exc:
+            if if_absent:
+                self.client.put_object(Bucket=bucket, Key=key, Body=body, IfNoneMatch="*")
+            elif if_match is not None:
+                self.client.put_object(Bucket=bucket, Key=key, Body=body, IfMatch=if_match)
+            else:
+                self.client.put_object(Bucket=bucket, Key=key, Body=body)
+        except ClientError as exc:
+            if conditional and exc.response.get("Error", {}).get("Code") in _CONFLICT:
+                raise WriteConflictError(f"{uri} changed since it was read") from None
+            raise StorageError(f"S3 refused PUT {uri}: {exc}") from None
+        except BotoCoreError as exc:
             raise StorageError(f"S3 refused PUT {uri}: {exc}") from None
 
     def write_bytes(self, uri: str, body: bytes, *, content_type: str) -> None:

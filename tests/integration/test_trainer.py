@@ -200,6 +200,48 @@ def test_lora_run_publishes_a_plain_peft_adapter_that_matches_the_merged_model(
     torch.testing.assert_close(tuned_logits, merged_logits, atol=1e-4, rtol=1e-4)
 
 
+def test_serving_loads_the_promoted_version_from_the_pointer(
+    cluster: ClusterInfo, s3: Any, store: Any, tiny: str, tmp_path: Path
+) -> None:
+    """What a server does after a promotion: read promotion.json, load the version it
+    names with plain peft; the outputs are the trained candidate's."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from tunegate_operator.promotion import promote
+
+    document = config(tiny, "served")
+    finish(start(cluster, document, tmp_path / "cache"))
+    manifest = read_json(s3, document["artifacts"]["manifest"])
+    root = f"s3://{BUCKET}/{tiny}/serving/served"
+    promote(
+        store,
+        adapter_uri=document["artifacts"]["adapter"],
+        promotion_uri=root,
+        expected_files=manifest["adapter"]["files"],
+        expected_sha256=manifest["adapter"]["sha256"],
+        gate="test/served",
+    )
+    pointer = read_json(s3, f"{root}/promotion.json")["current"]
+    assert pointer["uri"] == f"{root}/versions/{manifest['adapter']['sha256'][:12]}"
+    served = download(s3, pointer["uri"], tmp_path / "served")
+    candidate = download(s3, document["artifacts"]["adapter"], tmp_path / "candidate")
+    # vLLM's LoRA resolvers match this against the served model's name.
+    config_json = json.loads((served / "adapter_config.json").read_text())
+    assert config_json["base_model_name_or_path"] == document["model"]["uri"]
+
+    base_dir = download(s3, document["model"]["uri"], tmp_path / "base")
+    ids = torch.tensor([[5, 17, 42, 99, 7, 3]])
+    with torch.no_grad():
+        base = AutoModelForCausalLM.from_pretrained(str(base_dir))
+        base_logits = base(ids).logits
+        from_pointer = PeftModel.from_pretrained(base, str(served))(ids).logits
+        fresh = AutoModelForCausalLM.from_pretrained(str(base_dir))
+        from_candidate = PeftModel.from_pretrained(fresh, str(candidate))(ids).logits
+    assert not torch.allclose(base_logits, from_pointer, atol=1e-4)  # the adapter is applied
+    torch.testing.assert_close(from_pointer, from_candidate, atol=0, rtol=0)
+
+
 def test_qlora_and_full_fine_tuning_train(
     cluster: ClusterInfo, s3: Any, tiny: str, tmp_path: Path
 ) -> None:

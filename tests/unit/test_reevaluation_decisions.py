@@ -140,11 +140,23 @@ def test_an_invalid_schedule_is_reported_with_its_field() -> None:
 
 def test_rounds_have_their_own_job_and_results_beside_the_original() -> None:
     candidate = Candidate("s3://b/runs/x/adapter", "s3://b/base", "ab" * 32, "FineTuneJob x")
-    served = served_candidate(candidate, "s3://b/serving/x/", SHA)
+    pointer = {"current": {"sha256": SHA, "uri": f"s3://b/serving/x/versions/{SHA[:12]}"}}
+    served = served_candidate(candidate, "s3://b/serving/x/", pointer, SHA)
     gate = GateRef("ml", "gate", "uid", 3)
     assert eval_job_name(gate) == "gate-eval-3"
     assert eval_job_name(GateRef("ml", "gate", "uid", 3, round=2)) == "gate-eval-3-r2"
-    assert served.adapter_uri == "s3://b/serving/x"
+    # Only the served version's files, never the whole history under the prefix.
+    assert served.adapter_uri == f"s3://b/serving/x/versions/{SHA[:12]}"
+    # A round that judges a version the pointer has since left still reads that one.
+    moved = {"current": {"sha256": "cd" * 32, "uri": "s3://b/serving/x/versions/cdcdcdcdcdcd"}}
+    assert served_candidate(candidate, "s3://b/serving/x", moved, SHA).adapter_uri == (
+        f"s3://b/serving/x/versions/{SHA[:12]}"
+    )
+    # A v0.1 record, not yet migrated, served the files at the root.
+    legacy = {"current": {"sha256": SHA}}
+    assert served_candidate(candidate, "s3://b/serving/x/", legacy, SHA).adapter_uri == (
+        "s3://b/serving/x"
+    )
     assert results_uri(served, GateRef("ml", "gate", "uid", 3, round=2)) == (
         "s3://b/runs/x/evals/gate-g3-r2/results.json"
     )

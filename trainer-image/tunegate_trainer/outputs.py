@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +20,18 @@ def tree_digest(files: Mapping[str, str]) -> str:
     for name in sorted(files):
         digest.update(f"{name}\0{files[name]}\n".encode())
     return digest.hexdigest()
+
+
+def name_the_base_model(adapter_dir: Path, model_uri: str) -> None:
+    """adapter_config.json names the base model by where it came from (an hf repo id, or
+    the s3:// URI), not by this pod's cache path: vLLM's LoRA resolvers match it
+    against the served model's name."""
+    path = adapter_dir / "adapter_config.json"
+    if not path.exists():  # full fine-tuning saves a whole model
+        return
+    document = json.loads(path.read_text())
+    document["base_model_name_or_path"] = model_uri.removeprefix("hf://")
+    path.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
 
 
 def plot_loss(history: list[dict[str, float]], path: Path) -> None:

@@ -39,7 +39,7 @@ from tunegate_trainer.modeling import (
     load_tokenizer,
     model_digest,
 )
-from tunegate_trainer.outputs import dataset_digest, manifest, plot_loss
+from tunegate_trainer.outputs import dataset_digest, manifest, name_the_base_model, plot_loss
 from tunegate_trainer.packing import pack
 from tunegate_trainer.storage import Store, sha256_file
 
@@ -270,6 +270,7 @@ def _publish(
 ) -> None:
     for leftover in ("training_args.bin",):
         (adapter_dir / leftover).unlink(missing_ok=True)
+    name_the_base_model(adapter_dir, config.model.uri)
     adapter_files = store.upload_tree(adapter_dir, config.artifacts.adapter)
     size = sum(p.stat().st_size for p in adapter_dir.rglob("*") if p.is_file())
     curve = workdir / "loss.png"

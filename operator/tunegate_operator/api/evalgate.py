@@ -20,6 +20,7 @@ from tunegate_operator.api.common import (
     validated,
 )
 from tunegate_operator.api.finetunejob import ModelSpec
+from tunegate_operator.api.handoff import HandoffTarget
 from tunegate_operator.api.pod_template import PodTemplate
 
 Role = Literal["target", "retention", "drift", "safety"]
@@ -155,9 +156,18 @@ class PromotionSpec(ApiModel):
     mode: Literal["auto", "manual"] = "manual"
     """auto: promote on Pass; manual: wait for the annotation tunegate.dev/approve=true."""
     uri: S3Uri
-    """S3 prefix serving reads; the previous version is kept in its history manifest."""
+    """S3 prefix of the promotion: each version is written once under versions/<sha12>/;
+    promotion.json there names the one serving loads (current.uri)."""
     config_map: str | None = Field(default=None, pattern=NAME_PATTERN, max_length=253)
-    """ConfigMap (same namespace) updated with the promoted adapter's URI and digest."""
+    """ConfigMap (same namespace) updated with the served version's URI and digest."""
+    adapter_name: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9]([-A-Za-z0-9._]*[A-Za-z0-9])?$", max_length=128
+    )
+    """The name serving knows the adapter by (${adapterName} in handoff); empty: the
+    gate's name."""
+    handoff: list[HandoffTarget] = Field(default=[], max_length=8)
+    """Objects merge-patched after each pointer move (promotion and rollback), in order:
+    a KServe LLMInferenceService, an AIBrix ModelAdapter, a Deployment's pod template."""
 
 
 class ReevaluateSpec(ApiModel):
@@ -293,13 +303,24 @@ class PromotedStatus(ApiModel):
     """What is currently promoted."""
 
     uri: str | None = None
-    """Promoted adapter location."""
+    """The served version's S3 prefix (promotion.uri/versions/<sha12>)."""
     sha256: str | None = None
     """Its digest."""
     previous: str | None = None
     """The version it replaced."""
     at: str | None = None
     """When (RFC 3339)."""
+
+
+class HandoffStatus(ApiModel):
+    """What serving was last told (the ConfigMap and promotion.handoff)."""
+
+    sha256: str | None = None
+    """The version last handed off; differs from promoted.sha256 until it succeeds."""
+    at: str | None = None
+    """When (RFC 3339)."""
+    targets: list[str] = Field(default=[])
+    """The objects patched, as `apiVersion kind/name`."""
 
 
 class ReevaluationStatus(ApiModel):
@@ -346,6 +367,8 @@ class EvalGateStatus(ApiModel):
     """Headline deltas."""
     promoted: PromotedStatus | None = None
     """Promotion record."""
+    handoff: HandoffStatus | None = None
+    """The hand-off of the served version to serving."""
     report: str | None = None
     """URI of the HTML report."""
     reevaluation: ReevaluationStatus | None = None
