@@ -286,45 +286,50 @@ class Kube:
         base = f"/apis/{api_version}" if "/" in api_version else f"/api/{api_version}"
         plural = self._plural(base, kind, target)
         try:
-            cast(Any, self.api_client).call_api(
-                f"{base}/namespaces/{namespace}/{plural}/{name}",
+            self._request(
                 "PATCH",
-                header_params={
-                    "Content-Type": "application/merge-patch+json",
-                    "Accept": "application/json",
-                },
+                f"{base}/namespaces/{namespace}/{plural}/{name}",
                 body=dict(patch),
-                auth_settings=["BearerToken"],
-                _preload_content=False,
+                content_type="application/merge-patch+json",
             )
         except ApiException as exc:
             raise HandoffError(f"{target}: {_refusal(exc, namespace)}") from None
 
     def _plural(self, base: str, kind: str, target: str) -> str:
         try:
-            response = cast(Any, self.api_client).call_api(
-                base,
-                "GET",
-                header_params={"Accept": "application/json"},
-                auth_settings=["BearerToken"],
-                _preload_content=False,
-            )
+            discovery = self._request("GET", base)
         except ApiException as exc:
             if exc.status == 404:
                 raise HandoffError(
                     f"{target}: this cluster does not serve that apiVersion"
                 ) from None
             raise
-        resources = json.loads(response[0].data).get("resources", [])
-        for resource in resources:
+        for resource in discovery.get("resources", []):
             if resource.get("kind") == kind and "/" not in resource["name"]:
                 if not resource.get("namespaced"):
                     raise HandoffError(
-                        f"{target}: {kind} is cluster-scoped; handoff patches "
-                        "objects in the gate's namespace"
+                        f"{target}: {kind} is cluster-scoped; handoff patches objects in the "
+                        "gate's namespace"
                     )
                 return str(resource["name"])
         raise HandoffError(f"{target}: this cluster serves no kind {kind} in that apiVersion")
+
+    def _request(
+        self, method: str, path: str, *, body: Any = None, content_type: str | None = None
+    ) -> dict[str, Any]:
+        """One raw API call (any kind, no generated model); ApiException on refusal."""
+        headers = {"Accept": "application/json"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        api = cast(Any, self.api_client)
+        serialized = api.param_serialize(
+            method, path, header_params=headers, body=body, auth_settings=["BearerToken"]
+        )
+        response = api.call_api(*serialized[:4])
+        response.read()
+        if not 200 <= response.status <= 299:
+            raise ApiException(http_resp=response)
+        return dict(json.loads(response.data or b"{}"))
 
     def patch_ftj_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         self.custom.patch_namespaced_custom_object_status(
