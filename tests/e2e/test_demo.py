@@ -71,15 +71,10 @@ def test_the_gentle_run_passes_and_only_it_is_promoted(demo: Any, crds: ClusterI
     assert rows["target"]["interval"]["low"] >= rows["target"]["threshold"]
     assert rows["retention"]["verdict"] == "Pass"
     serving = gentle["promoted"]["uri"]
-    record = json.loads(
-        _s3(crds)
-        .get_object(
-            Bucket=crds.s3_bucket,
-            Key=f"{serving.removeprefix(f's3://{crds.s3_bucket}/')}/promotion.json",
-        )["Body"]
-        .read()
-    )
+    pointer = "serving/nimbus-router/promotion.json"  # examples/demo-cpu-evalgate.yaml
+    record = json.loads(_s3(crds).get_object(Bucket=crds.s3_bucket, Key=pointer)["Body"].read())
     assert record["current"]["sha256"] == result.finetunejobs[GENTLE]["adapter"]["sha256"]
+    assert record["current"]["uri"] == serving  # the version folder the pointer names
 
     forgetful = result.evalgates[FORGETFUL]
     assert forgetful["phase"] == "Rejected", forgetful

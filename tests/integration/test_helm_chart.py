@@ -110,6 +110,29 @@ def test_rbac_is_least_privilege(bin_dir: str) -> None:
     assert workloads["serviceaccounts"] == {"create"}  # only the trainer's, where missing
     assert workloads["finetunejobs/status"] == {"get", "patch"}
     assert "update" not in workloads["finetunejobs"] and "delete" not in workloads["evalgates"]
+    assert workloads["deployments"] == {"get", "patch"}  # promotion.handoff's default kind
+    serving = chart.template(
+        bin_dir,
+        {
+            "promotion.handoffResources": [
+                {"apiGroups": ["serving.kserve.io"], "resources": ["llminferenceservices"]}
+            ]
+        },
+    )
+    handoff = [
+        rule
+        for role in by_kind(serving, "ClusterRole")
+        if role["metadata"]["name"] == "tunegate-workloads"
+        for rule in role["rules"]
+        if rule["apiGroups"] in (["apps"], ["serving.kserve.io"])
+    ]
+    assert handoff == [
+        {
+            "apiGroups": ["serving.kserve.io"],
+            "resources": ["llminferenceservices"],
+            "verbs": ["get", "patch"],
+        }
+    ]
     trainer_accounts = [
         sa
         for sa in by_kind(documents, "ServiceAccount")
