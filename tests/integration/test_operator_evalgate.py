@@ -29,7 +29,7 @@ from kube_helpers import (
 )
 from tunegate_cluster.cluster import ClusterInfo
 from tunegate_cluster.processes import wait_until
-from tunegate_operator.promotion import tree_digest
+from tunegate_operator.promotion import promote, tree_digest
 
 # role -> (base rate, shift): the candidate is the base's per-item scores with a
 # `shift` fraction flipped towards better (+) or worse (-), plus 1% noise: paired data.
@@ -308,6 +308,43 @@ def test_promotion_hands_off_to_a_deployment_that_rolls_out(
     # The verdict where Argo Rollouts reads it (examples/serving/argo-rollouts-analysis.yaml).
     assert argo_web_metric(cluster, namespace, "g") == "Successful"
     assert argo_job_metric(cluster, namespace, "g") == 0
+
+
+def test_an_operator_killed_after_moving_the_pointer_finishes_on_restart(
+    operator: Any, crds: ClusterInfo, s3: Any, store: Any, namespace: str, prefix: str
+) -> None:
+    """Killed between the pointer write and the status write: the restarted operator
+    reads the pointer, reports Promoted from it, hands off, and copies nothing again
+    (each S3 step of the promotion itself is a kill point in test_promotion.py)."""
+    cluster = crds
+    adapter = succeeded_run(cluster, s3, namespace, prefix, "run")
+    promotion = f"s3://{BUCKET}/{prefix}/serving"
+    apply(cluster, namespace, gate("g", "run", promotion))
+    wait_job(cluster, namespace, "g-eval-1")
+    operator.kill()
+    play_eval_pod(cluster, s3, namespace, "g", GOOD)
+    manifest = json.loads(
+        s3.get_object(Bucket=BUCKET, Key=f"{prefix}/out/run/manifest.json")["Body"].read()
+    )
+    done = promote(  # what the killed operator had done
+        store,
+        adapter_uri=adapter,
+        promotion_uri=promotion,
+        expected_files=manifest["adapter"]["files"],
+        expected_sha256=manifest["adapter"]["sha256"],
+        gate=f"{namespace}/g",
+    )
+    operator.start()
+    st = wait_phase_of(cluster, namespace, "g", "Promoted", timeout=90)
+    assert st["promoted"]["uri"] == done.uri and st["promoted"]["sha256"] == done.sha256
+    wait_until_handed_off(cluster, namespace, "g")
+    assert get(cluster, namespace, "configmap", "g-serving")["data"]["adapterUri"] == done.uri
+    record = json.loads(
+        s3.get_object(Bucket=BUCKET, Key=f"{prefix}/serving/promotion.json")["Body"].read()
+    )
+    assert record["previous"] == [] and record["current"]["at"] == done.at  # not redone
+    listed = s3.list_objects_v2(Bucket=BUCKET, Prefix=f"{prefix}/serving/versions/")
+    assert {o["Key"].split("/")[-2] for o in listed["Contents"]} == {done.sha256[:12]}
 
 
 def test_forgetful_candidate_is_rejected_and_never_promoted(
