@@ -18,10 +18,10 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from tunegate_operator.decisions.promotion_record import Promoted, promoted_of
 from tunegate_operator.s3_io import S3, StorageError, WriteConflictError
 
 log = logging.getLogger("tunegate")
@@ -52,43 +52,6 @@ def version_uri(root: str, sha256: str) -> str:
 
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-@dataclass(frozen=True)
-class Promoted:
-    uri: str  # the version's prefix: what serving loads
-    sha256: str
-    source: str
-    previous: str | None
-    at: str
-
-    def status(self) -> dict[str, str | None]:
-        """The gate's status.promoted."""
-        return {"uri": self.uri, "sha256": self.sha256, "previous": self.previous, "at": self.at}
-
-    def serving_record(self) -> dict[str, str]:
-        """The data of the ConfigMap serving reads."""
-        return {
-            "adapterUri": self.uri,
-            "sha256": self.sha256,
-            "source": self.source,
-            "promotedAt": self.at,
-        }
-
-
-def promoted_of(record: Mapping[str, Any]) -> Promoted | None:
-    """The pointer's current version, as the status and ConfigMap show it."""
-    entry = record.get("current") or {}
-    if not entry.get("sha256") or not entry.get("uri"):
-        return None
-    before = record.get("previous") or []
-    return Promoted(
-        entry["uri"],
-        entry["sha256"],
-        str(entry.get("source", "")),
-        before[0]["sha256"] if before else None,
-        str(entry.get("restoredAt") or entry.get("at") or ""),
-    )
 
 
 def current(s3: S3, promotion_uri: str) -> dict[str, Any] | None:

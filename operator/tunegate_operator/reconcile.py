@@ -14,7 +14,11 @@ from tunegate_operator.builders.trainer_config import (
     RunRef,
     credentials_secret,
 )
-from tunegate_operator.decisions.conditions import conditions_differ, merge_conditions
+from tunegate_operator.decisions.conditions import (
+    DecidedStatus,
+    conditions_differ,
+    merge_conditions,
+)
 from tunegate_operator.decisions.documents import (
     DocumentError,
     parse_audit_report,
@@ -177,7 +181,7 @@ def apply_actions(
 
 
 def desired_status(
-    decision: Decision, status: Mapping[str, Any], *, now: datetime, generation: int
+    decision: DecidedStatus, status: Mapping[str, Any], *, now: datetime, generation: int
 ) -> dict[str, Any]:
     conditions = merge_conditions(
         status.get("conditions") or [], decision.conditions, now=now, generation=generation

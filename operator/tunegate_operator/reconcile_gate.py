@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from tunegate_operator import report
-from tunegate_operator.api.evalgate import EvalGateSpec, PromotionSpec
+from tunegate_operator.api.evalgate import EvalGateSpec
 from tunegate_operator.api.finetunejob import FineTuneJobSpec
 from tunegate_operator.builders.eval_job import (
     Candidate,
@@ -19,29 +19,35 @@ from tunegate_operator.builders.eval_job import (
     results_uri,
 )
 from tunegate_operator.builders.jobs import trainer_service_account
-from tunegate_operator.decisions.conditions import Cond, merge_conditions
-from tunegate_operator.decisions.evalgate import (
-    CandidateProblem,
+from tunegate_operator.decisions.evalgate import CandidateProblem, Observed
+from tunegate_operator.decisions.evalgate_actions import (
     CreateEvalJob,
-    Decision,
-    Observed,
+    EvalGateDecision,
+    HandOff,
     Promote,
-    decide,
-    describe,
+    PublishReport,
+    RollBack,
+    StartRound,
+)
+from tunegate_operator.decisions.evalgate_reconcile import (
+    GateObserved,
+    decide_evalgate,
+    handed_off,
+    promotion_failed,
+    rollback_failed,
 )
 from tunegate_operator.decisions.finetunejob import Event
-from tunegate_operator.decisions.handoff import handoff_due
+from tunegate_operator.decisions.promotion_record import replaced_by, served_sha256_of
 from tunegate_operator.k8s_io import Kube
 from tunegate_operator.promotion import (
-    Promoted,
     PromotionError,
     WriteConflictError,
     current,
     promote,
-    promoted_of,
+    roll_back,
 )
-from tunegate_operator.reconcile import status_changed
-from tunegate_operator.reconcile_reevaluation import reevaluate
+from tunegate_operator.reconcile import desired_status, status_changed
+from tunegate_operator.reconcile_reevaluation import observe_round, start_round
 from tunegate_operator.s3_io import S3
 from tunegate_operator.serving_handoff import hand_off
 from tunegate_operator.settings import Settings
@@ -51,7 +57,7 @@ log = logging.getLogger("tunegate")
 
 @dataclass(frozen=True)
 class GateOutcome:
-    decision: Decision
+    decision: EvalGateDecision
     previous_phase: str | None
 
 
@@ -101,38 +107,43 @@ def resolve_candidate(
 
 def observe(
     body: Mapping[str, Any], spec: EvalGateSpec, *, kube: Kube, s3: S3, gate: GateRef, now: datetime
-) -> tuple[Observed, dict[str, Any] | None]:
-    """The decision's inputs, and the promotion pointer as read (None without one)."""
-    meta = body["metadata"]
+) -> GateObserved:
+    meta, status = body["metadata"], body.get("status") or {}
     candidate = resolve_candidate(spec, gate.namespace, kube)
-    results = job = pointer = None
-    promoted_sha = superseded_by = None
-    if isinstance(candidate, Candidate):
-        job = kube.job_view(gate.namespace, eval_job_name(gate))
-        results = s3.read_json(results_uri(candidate, gate))
-        if spec.promotion is not None:
-            pointer = current(s3, spec.promotion.uri) or {}
-            entry = pointer.get("current") or {}
-            if entry.get("source") == candidate.adapter_uri:
-                promoted_sha = entry.get("sha256")
-            elif any(
-                e.get("source") == candidate.adapter_uri
-                for e in [*(pointer.get("previous") or []), *(pointer.get("rolledBack") or [])]
-            ):
-                # Promoted once and replaced since: another gate owns the URI now.
-                superseded_by = str(entry.get("source") or "another version")
-    observed = Observed(
-        now=now,
-        generation=gate.generation,
-        status=body.get("status") or {},
-        annotations=meta.get("annotations") or {},
-        candidate=candidate,
-        eval_job=job,
-        results=results,
-        promoted_sha256=promoted_sha,
-        superseded_by=superseded_by,
+    annotations = meta.get("annotations") or {}
+    if not isinstance(candidate, Candidate):
+        return GateObserved(Observed(now, gate.generation, status, annotations, candidate))
+    pointer = (current(s3, spec.promotion.uri) or {}) if spec.promotion else None
+    facts = Observed(
+        now,
+        gate.generation,
+        status,
+        annotations,
+        candidate,
+        eval_job=kube.job_view(gate.namespace, eval_job_name(gate)),
+        results=s3.read_json(results_uri(candidate, gate)),
+        promoted_sha256=served_sha256_of(pointer or {}, candidate.adapter_uri),
+        superseded_by=replaced_by(pointer or {}, candidate.adapter_uri),
     )
-    return observed, pointer
+    round_job = round_results = None
+    if spec.promotion is not None and pointer is not None:
+        round_job, round_results = observe_round(
+            status,
+            gate=gate,
+            candidate=candidate,
+            promotion_uri=spec.promotion.uri,
+            pointer=pointer,
+            kube=kube,
+            s3=s3,
+        )
+    return GateObserved(
+        facts,
+        pointer,
+        round_job,
+        round_results,
+        report_uri=results_uri(candidate, gate).rsplit("/", 1)[0] + "/report/index.html",
+        adapter_uri=candidate.adapter_uri,
+    )
 
 
 def _manifest_files(s3: S3, candidate: Candidate) -> tuple[dict[str, str], str | None]:
@@ -172,225 +183,115 @@ def publish_report(
     s3.write_bytes(index_uri, page.encode(), content_type="text/html; charset=utf-8")
 
 
-def _promotion_failed(decision: Decision, message: str) -> Decision:
-    kept = tuple(c for c in decision.conditions if c.type != "Promoted")
-    return Decision(
-        "Failed", (*kept, Cond("Promoted", "False", "PromotionFailed", message)), decision.status
-    )
-
-
-def _promotion_refused(status: Mapping[str, Any], generation: int) -> bool:
-    return (
-        status.get("phase") == "Failed"
-        and status.get("observedGeneration") == generation
-        and any(
-            c.get("type") == "Promoted" and c.get("reason") == "PromotionFailed"
-            for c in status.get("conditions") or []
-        )
-    )
-
-
-def _rolled_back(status: Mapping[str, Any], generation: int) -> bool:
-    """A re-evaluation restored the previous version: this generation's candidate is
-    not promoted again until the spec changes."""
-    return status.get("phase") == "RolledBack" and status.get("observedGeneration") == generation
-
-
-def _conditions_of(status: Mapping[str, Any]) -> tuple[Cond, ...]:
-    return tuple(
-        Cond(str(c["type"]), c["status"], str(c.get("reason", "")), str(c.get("message", "")))
-        for c in status.get("conditions") or []
-    )
-
-
-def _promote(
-    decision: Decision,
-    observed: Observed,
+def apply_actions(
+    decision: EvalGateDecision,
     spec: EvalGateSpec,
-    candidate: Candidate,
+    observed: GateObserved,
+    *,
+    gate: GateRef,
+    kube: Kube,
+    s3: S3,
+    settings: Settings,
+    now: datetime,
+) -> EvalGateDecision:
+    """Run the decision's actions; returns it with the outcomes nothing else records
+    folded in (a refused promotion or rollback, the hand-off)."""
+    candidate = observed.verdict.candidate
+    if not isinstance(candidate, Candidate):
+        return decision
+    for action in decision.actions:
+        if isinstance(action, CreateEvalJob):
+            job = eval_job(
+                spec,
+                gate=gate,
+                candidate=candidate,
+                settings=settings,
+                model_bytes=s3.model_size(candidate.base_model_uri),
+            )
+            kube.create_workload(job, trainer_service_account(gate.namespace, settings))
+        elif isinstance(action, Promote | RollBack):
+            decision = _move_pointer(decision, action, spec, s3=s3, gate=gate)
+        elif isinstance(action, StartRound):
+            start_round(
+                spec,
+                action.round,
+                decision.status.get("reevaluation") or {},
+                gate=gate,
+                candidate=candidate,
+                pointer=observed.pointer or {},
+                kube=kube,
+                s3=s3,
+                settings=settings,
+            )
+        elif isinstance(action, HandOff) and spec.promotion is not None:
+            told = hand_off(
+                kube, namespace=gate.namespace, gate_name=gate.name,
+                promotion=spec.promotion, served=action.served, now=now,
+            )  # fmt: skip
+            decision = handed_off(
+                decision, observed.verdict.status,
+                record=told.status, condition=told.condition, event=told.event,
+            )  # fmt: skip
+        elif isinstance(action, PublishReport):
+            publish_report(
+                s3, action.uri, spec=spec, gate=gate, candidate=candidate,
+                decision_status=decision.status,
+            )  # fmt: skip
+    return decision
+
+
+def _move_pointer(
+    decision: EvalGateDecision,
+    action: Promote | RollBack,
+    spec: EvalGateSpec,
     *,
     s3: S3,
     gate: GateRef,
-    emit: Callable[[Event], None],
-) -> tuple[Decision, Promoted | None]:
-    """The decision on the world after the promotion, and the version now served (None
-    when not promoted: refused, or another gate moved the pointer meanwhile, which is
-    decided again on the next pass)."""
+) -> EvalGateDecision:
+    """Promote or roll back; the next pass sees the pointer where this left it."""
     assert spec.promotion is not None
-    files, digest = _manifest_files(s3, candidate)
+    by = f"{gate.namespace}/{gate.name}"
     try:
-        served = promote(
-            s3,
-            adapter_uri=candidate.adapter_uri,
-            promotion_uri=spec.promotion.uri,
-            expected_files=files,
-            expected_sha256=digest,
-            gate=f"{gate.namespace}/{gate.name}",
-        )
+        if isinstance(action, Promote):
+            files, digest = _manifest_files(s3, action.candidate)
+            promote(
+                s3,
+                adapter_uri=action.candidate.adapter_uri,
+                promotion_uri=spec.promotion.uri,
+                expected_files=files,
+                expected_sha256=digest,
+                gate=by,
+            )
+        else:
+            roll_back(
+                s3, promotion_uri=spec.promotion.uri, failed_sha256=action.failed_sha256, gate=by
+            )
     except PromotionError as exc:
-        emit(Event("Warning", "PromotionFailed", str(exc)))
-        return _promotion_failed(decision, str(exc)), None
+        if isinstance(action, Promote):
+            return promotion_failed(decision, str(exc))
+        return rollback_failed(decision, str(exc))
     except WriteConflictError:
-        log.info("evalgate %s/%s: promotion.json changed meanwhile", gate.namespace, gate.name)
-        return decision, None
-    # The same rules, on the new world, then report Promoted.
-    return decide(spec, replace(observed, promoted_sha256=served.sha256)), served
-
-
-def _hand_off_if_due(
-    decision: Decision,
-    promotion: PromotionSpec,
-    served: Promoted,
-    *,
-    status: Mapping[str, Any],
-    kube: Kube,
-    gate: GateRef,
-    now: datetime,
-    emit: Callable[[Event], None],
-    extra: dict[str, Any],
-) -> Decision:
-    """Tell serving about the served version once this gate put it there."""
-    due = handoff_due(
-        decision.phase,
-        (status.get("promoted") or {}).get("sha256"),
-        served.sha256,
-        (status.get("handoff") or {}).get("sha256"),
-    )
-    if not due or not (promotion.config_map or promotion.handoff):
-        return decision
-    told = hand_off(
-        kube,
-        namespace=gate.namespace,
-        gate_name=gate.name,
-        promotion=promotion,
-        served=served,
-        now=now,
-    )
-    if told.status is not None:
-        extra["handoff"] = told.status
-    before = next((c for c in _conditions_of(status) if c.type == "HandedOff"), None)
-    if before != told.condition:  # a failure retried every pass is reported once
-        emit(told.event)
-    kept = tuple(c for c in decision.conditions if c.type != "HandedOff")
-    return replace(decision, conditions=(*kept, told.condition))
+        log.info("evalgate %s: promotion.json changed meanwhile; decided again", by)
+    return decision
 
 
 def reconcile_gate(
     body: Mapping[str, Any], *, kube: Kube, settings: Settings, emit: Callable[[Event], None]
 ) -> GateOutcome:
+    """Events go out before the status patch, as for a FineTuneJob."""
     meta, status = body["metadata"], body.get("status") or {}
     spec = EvalGateSpec.model_validate(body["spec"])
     gate = GateRef(meta["namespace"], meta["name"], meta["uid"], int(meta.get("generation", 1)))
     s3 = S3(*settings.s3_location(spec.storage))
     now = datetime.now(UTC)
-    observed, pointer = observe(body, spec, kube=kube, s3=s3, gate=gate, now=now)
-    decision = decide(spec, observed)
-    served = promoted_of(pointer) if pointer else None
-    if _promotion_refused(status, gate.generation) and decision.actions:
-        # Not retried every few seconds: the spec must change (new generation) first.
-        decision = Decision("Failed", _conditions_of(status), decision.status)
-    if _rolled_back(status, gate.generation):
-        decision = Decision("RolledBack", _conditions_of(status), decision.status)
-    extra: dict[str, Any] = {}
-    for action in decision.actions:
-        if isinstance(action, CreateEvalJob) and isinstance(observed.candidate, Candidate):
-            kube.create_workload(
-                eval_job(
-                    spec,
-                    gate=gate,
-                    candidate=observed.candidate,
-                    settings=settings,
-                    model_bytes=s3.model_size(observed.candidate.base_model_uri),
-                ),
-                trainer_service_account(gate.namespace, settings),
-            )
-        elif isinstance(action, Promote) and spec.promotion is not None:
-            decision, promoted_now = _promote(
-                decision, observed, spec, action.candidate, s3=s3, gate=gate, emit=emit
-            )
-            served = promoted_now or served
-    # The status mirrors the pointer (also after a crash between the two writes).
-    if decision.phase == "Promoted" and served and status.get("promoted") != served.status():
-        extra["promoted"] = served.status()
-    if "results" in decision.status and isinstance(observed.candidate, Candidate):
-        report = results_uri(observed.candidate, gate).rsplit("/", 1)[0] + "/report/index.html"
-        if status.get("report") != report:
-            publish_report(
-                s3,
-                report,
-                spec=spec,
-                gate=gate,
-                candidate=observed.candidate,
-                decision_status=decision.status,
-            )
-            extra["report"] = report
-    if (
-        spec.reevaluate is not None
-        and spec.promotion is not None
-        and decision.phase == "Promoted"
-        and isinstance(observed.candidate, Candidate)
-    ):
-        outcome = reevaluate(
-            spec,
-            spec.reevaluate,
-            status={**status, **extra},
-            gate=gate,
-            candidate=observed.candidate,
-            kube=kube,
-            s3=s3,
-            settings=settings,
-            now=now,
-            emit=emit,
-        )
-        extra["reevaluation"] = outcome.state
-        # Between transitions the decision has no Reevaluated condition: keep the last one.
-        reeval_conditions = (
-            (outcome.condition,)
-            if outcome.condition
-            else tuple(c for c in _conditions_of(status) if c.type == "Reevaluated")
-        )
-        if outcome.restored is not None:
-            served = outcome.restored
-            extra["promoted"] = served.status()
-            decision = Decision(
-                "RolledBack",
-                (
-                    *(c for c in decision.conditions if c.type != "Promoted"),
-                    Cond("Promoted", "False", "RolledBack", str(outcome.state.get("lastReason"))),
-                    *reeval_conditions,
-                ),
-                decision.status,
-            )
-        else:
-            decision = replace(decision, conditions=(*decision.conditions, *reeval_conditions))
-    elif _rolled_back(status, gate.generation) and status.get("reevaluation"):
-        extra["reevaluation"] = status["reevaluation"]
-    if spec.promotion is not None and served is not None:
-        decision = _hand_off_if_due(
-            decision,
-            spec.promotion,
-            served,
-            status={**status, **extra},
-            kube=kube,
-            gate=gate,
-            now=now,
-            emit=emit,
-            extra=extra,
-        )
+    observed = observe(body, spec, kube=kube, s3=s3, gate=gate, now=now)
+    decision = decide_evalgate(spec, observed)
+    decision = apply_actions(
+        decision, spec, observed, gate=gate, kube=kube, s3=s3, settings=settings, now=now
+    )
     for event in decision.events:
         emit(event)
-    if "results" in decision.status and status.get("phase") != decision.phase:
-        emit(Event("Normal", "Results", describe(decision.status["results"])[:1000]))
-    conditions = merge_conditions(
-        status.get("conditions") or [], decision.conditions, now=now, generation=gate.generation
-    )
-    new_status = {
-        **decision.status,
-        **extra,
-        "phase": decision.phase,
-        "observedGeneration": gate.generation,
-        "conditions": conditions,
-    }
+    new_status = desired_status(decision, status, now=now, generation=gate.generation)
     if status_changed(status, new_status):
         log.debug("evalgate %s/%s: status -> %s", gate.namespace, gate.name, decision.phase)
         kube.patch_status("evalgates", gate.namespace, gate.name, new_status)

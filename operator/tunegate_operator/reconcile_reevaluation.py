@@ -1,13 +1,13 @@
-"""Scheduled re-evaluation of a promoted adapter: observe, decide (pure), apply."""
+"""The I/O of a promoted gate's scheduled re-evaluation: reading the active round's
+Job and results, and starting a round (decisions.reevaluation decides when)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
-from datetime import datetime
+from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
-from tunegate_operator.api.evalgate import EvalGateSpec, ReevaluateSpec
+from tunegate_operator.api.evalgate import EvalGateSpec
 from tunegate_operator.builders.eval_job import (
     Candidate,
     GateRef,
@@ -16,26 +16,11 @@ from tunegate_operator.builders.eval_job import (
     results_uri,
 )
 from tunegate_operator.builders.jobs import trainer_service_account
-from tunegate_operator.decisions.conditions import Cond
-from tunegate_operator.decisions.finetunejob import Event
-from tunegate_operator.decisions.reevaluation import (
-    ReevalObserved,
-    RollBack,
-    StartRound,
-    decide_reevaluation,
-    parse_stamp,
-)
+from tunegate_operator.decisions.finetunejob import JobView
 from tunegate_operator.k8s_io import Kube
-from tunegate_operator.promotion import Promoted, PromotionError, current, roll_back, version_uri
+from tunegate_operator.promotion import version_uri
 from tunegate_operator.s3_io import S3
 from tunegate_operator.settings import Settings
-
-
-@dataclass(frozen=True)
-class ReevalOutcome:
-    state: dict[str, Any]
-    condition: Cond | None
-    restored: Promoted | None  # what the pointer serves after a rollback
 
 
 def served_candidate(
@@ -58,83 +43,48 @@ def served_candidate(
     )
 
 
-def reevaluate(
-    spec: EvalGateSpec,
-    reevaluate_spec: ReevaluateSpec,
-    *,
+def observe_round(
     status: Mapping[str, Any],
+    *,
     gate: GateRef,
     candidate: Candidate,
+    promotion_uri: str,
+    pointer: Mapping[str, Any],
+    kube: Kube,
+    s3: S3,
+) -> tuple[JobView | None, dict[str, Any] | None]:
+    """The active round's Job and results.json (nothing while no round runs)."""
+    state = status.get("reevaluation") or {}
+    if not state.get("active"):
+        return None, None
+    round_gate = replace(gate, round=int(state.get("round", 0)))
+    served = served_candidate(candidate, promotion_uri, pointer, state.get("sha256"))
+    job = kube.job_view(gate.namespace, eval_job_name(round_gate))
+    return job, s3.read_json(results_uri(served, round_gate))
+
+
+def start_round(
+    spec: EvalGateSpec,
+    number: int,
+    state: Mapping[str, Any],
+    *,
+    gate: GateRef,
+    candidate: Candidate,
+    pointer: Mapping[str, Any],
     kube: Kube,
     s3: S3,
     settings: Settings,
-    now: datetime,
-    emit: Callable[[Event], None],
-) -> ReevalOutcome:
+) -> None:
+    """The round's eval Job, on the version the round judges (`state.sha256`)."""
     assert spec.promotion is not None
-    state = dict(status.get("reevaluation") or {})
-    record = current(s3, spec.promotion.uri) or {}
-    served_sha = (record.get("current") or {}).get("sha256")
-    served = served_candidate(
-        candidate, spec.promotion.uri, record, state.get("sha256") or served_sha
-    )
-    round_gate = replace(gate, round=int(state.get("round", 0)))
-    job = results = None
-    if state.get("active"):
-        job = kube.job_view(gate.namespace, eval_job_name(round_gate))
-        results = s3.read_json(results_uri(served, round_gate))
-    promoted_at = (status.get("promoted") or {}).get("at")
-    decision = decide_reevaluation(
-        spec,
-        reevaluate_spec,
-        ReevalObserved(
-            now=now,
-            state=state,
-            promoted_at=parse_stamp(promoted_at) if promoted_at else now,
-            served_sha256=served_sha,
-            job=job,
-            results=results,
+    judged = served_candidate(candidate, spec.promotion.uri, pointer, state.get("sha256"))
+    kube.create_workload(
+        eval_job(
+            spec,
+            gate=replace(gate, round=number),
+            candidate=judged,
+            settings=settings,
+            model_bytes=s3.model_size(judged.base_model_uri),
         ),
+        trainer_service_account(gate.namespace, settings),
     )
-    restored = None
-    condition = decision.condition
-    for action in decision.actions:
-        if isinstance(action, StartRound):
-            round_candidate = served_candidate(
-                candidate, spec.promotion.uri, record, decision.state.get("sha256")
-            )
-            kube.create_workload(
-                eval_job(
-                    spec,
-                    gate=replace(gate, round=action.round),
-                    candidate=round_candidate,
-                    settings=settings,
-                    model_bytes=s3.model_size(round_candidate.base_model_uri),
-                ),
-                trainer_service_account(gate.namespace, settings),
-            )
-        elif isinstance(action, RollBack):
-            try:
-                done = roll_back(
-                    s3,
-                    promotion_uri=spec.promotion.uri,
-                    failed_sha256=action.failed_sha256,
-                    gate=f"{gate.namespace}/{gate.name}",
-                )
-            except PromotionError as exc:
-                message = f"rollback failed: {exc}"
-                emit(Event("Warning", "RollbackFailed", message))
-                condition = Cond("Reevaluated", "False", "RollbackFailed", message)
-                continue
-            restored = done
-            emit(
-                Event(
-                    "Warning",
-                    "RolledBack",
-                    f"{done.uri} serves {done.sha256[:12]} again "
-                    f"(replaced {action.failed_sha256[:12]})",
-                )
-            )
-    for event in decision.events:
-        emit(event)
-    return ReevalOutcome(decision.state, condition, restored)

@@ -10,16 +10,12 @@ from typing import Any
 
 import pytest
 import yaml
+from gate_specs import gate_spec
 
 from tunegate_operator.api.evalgate import EvalGateSpec
 from tunegate_operator.builders.eval_job import Candidate, GateRef, eval_config, eval_job
-from tunegate_operator.decisions.evalgate import (
-    CandidateProblem,
-    CreateEvalJob,
-    Observed,
-    Promote,
-    decide,
-)
+from tunegate_operator.decisions.evalgate import CandidateProblem, Observed, decide_verdict
+from tunegate_operator.decisions.evalgate_actions import CreateEvalJob, Promote
 from tunegate_operator.decisions.finetunejob import JobView
 from tunegate_operator.promotion import tree_digest as operator_digest
 from tunegate_operator.settings import Settings
@@ -55,23 +51,8 @@ def test_operator_and_trainer_agree_on_the_adapter_digest() -> None:
 
 
 def spec(mode: str | None = "auto", on_inconclusive: str = "hold") -> EvalGateSpec:
-    body: dict[str, Any] = {
-        "candidate": {"fineTuneJobRef": {"name": "x"}},
-        "suites": [
-            {
-                "name": "t",
-                "role": "target",
-                "dataset": "s3://data/t.jsonl",
-                "metric": "exactMatch",
-                "minImprovement": 0.1,
-            }
-        ],
-        "bootstrapSamples": 200,
-        "onInconclusive": on_inconclusive,
-    }
-    if mode:
-        body["promotion"] = {"mode": mode, "uri": "s3://serving/x"}
-    return EvalGateSpec.model_validate(body)
+    promotion = {"promotion": {"mode": mode, "uri": "s3://serving/x"}} if mode else {}
+    return gate_spec(onInconclusive=on_inconclusive, **promotion)
 
 
 def observed(**fields: Any) -> Observed:
@@ -183,7 +164,7 @@ UNSURE = results([0.0, 1.0] * 5, [1.0, 1.0, 0.0, 1.0, 1.0] * 2)
 def test_gate_table(
     case: str, the_spec: EvalGateSpec, obs: Observed, phase: str, actions: list[Any]
 ) -> None:
-    decision = decide(the_spec, obs)
+    decision = decide_verdict(the_spec, obs)
     assert decision.phase == phase
     assert list(decision.actions) == actions
 

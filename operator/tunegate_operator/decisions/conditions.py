@@ -3,10 +3,10 @@ lastTransitionTime only moves when a condition's status really changes."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 Status = Literal["True", "False", "Unknown"]
 
@@ -17,6 +17,17 @@ class Cond:
     status: Status
     reason: str
     message: str = ""
+
+
+class DecidedStatus(Protocol):
+    """What a reconciler's decision says about the object's status."""
+
+    @property
+    def phase(self) -> str: ...
+    @property
+    def conditions(self) -> Sequence[Cond]: ...
+    @property
+    def status(self) -> Mapping[str, Any]: ...
 
 
 def rfc3339(moment: datetime) -> str:

@@ -8,13 +8,18 @@ never promote.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from tunegate_operator.api.evalgate import EvalGateSpec, Phase
 from tunegate_operator.builders.eval_job import Candidate
 from tunegate_operator.decisions.conditions import Cond
+from tunegate_operator.decisions.evalgate_actions import (
+    CreateEvalJob,
+    EvalGateDecision,
+    Promote,
+)
 from tunegate_operator.decisions.finetunejob import (
     POD_CREATION_FAILED,
     Event,
@@ -44,29 +49,6 @@ class Observed:
     results: Mapping[str, Any] | None = None  # the eval command's results.json
     promoted_sha256: str | None = None  # what promotion.uri serves now, if this candidate
     superseded_by: str | None = None  # promotion.uri moved on from this candidate to that
-
-
-@dataclass(frozen=True)
-class CreateEvalJob:
-    pass
-
-
-@dataclass(frozen=True)
-class Promote:
-    candidate: Candidate
-
-
-Action = CreateEvalJob | Promote
-
-
-@dataclass(frozen=True)
-class Decision:
-    phase: Phase
-    conditions: tuple[Cond, ...]
-    status: Mapping[str, Any] = field(default_factory=dict)
-    actions: tuple[Action, ...] = ()
-    events: tuple[Event, ...] = ()
-    requeue_after: float | None = None
 
 
 def suite_scores(spec: EvalGateSpec, results: Mapping[str, Any]) -> list[SuiteScores]:
@@ -137,19 +119,22 @@ def _stamp(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def decide(spec: EvalGateSpec, observed: Observed, *, samples_seed: int = 0) -> Decision:
-    """Events mark transitions: they are kept only when the phase changes."""
+def decide_verdict(
+    spec: EvalGateSpec, observed: Observed, *, samples_seed: int = 0
+) -> EvalGateDecision:
+    """The verdict and whether to promote. Events mark transitions: they are kept only
+    when the phase changes."""
     decision = _decide(spec, observed, samples_seed=samples_seed)
     if decision.phase == observed.status.get("phase"):
         return replace(decision, events=())
     return decision
 
 
-def _decide(spec: EvalGateSpec, observed: Observed, *, samples_seed: int) -> Decision:
+def _decide(spec: EvalGateSpec, observed: Observed, *, samples_seed: int) -> EvalGateDecision:
     candidate = observed.candidate
     if isinstance(candidate, CandidateProblem):
         phase: Phase = "WaitingForCandidate" if candidate.waiting else "Failed"
-        return Decision(
+        return EvalGateDecision(
             phase,
             (Cond("CandidateReady", "False", candidate.reason, candidate.message),),
             events=(
@@ -170,7 +155,7 @@ def _decide(spec: EvalGateSpec, observed: Observed, *, samples_seed: int) -> Dec
                 if job.finished == "Failed"
                 else "the eval job succeeded but wrote no results"
             )
-            return Decision(
+            return EvalGateDecision(
                 "Failed",
                 (ready, Cond("Evaluated", "False", "EvalError", message)),
                 status={
@@ -184,12 +169,12 @@ def _decide(spec: EvalGateSpec, observed: Observed, *, samples_seed: int) -> Dec
             )
         refused = pod_creation_problem(job, "eval")
         if refused:
-            return Decision(
+            return EvalGateDecision(
                 "Evaluating",
                 (ready, Cond("Evaluated", "Unknown", POD_CREATION_FAILED, refused)),
                 events=(Event("Warning", POD_CREATION_FAILED, refused),),
             )
-        return Decision(
+        return EvalGateDecision(
             "Evaluating",
             (
                 ready,
@@ -208,7 +193,7 @@ def _decide(spec: EvalGateSpec, observed: Observed, *, samples_seed: int) -> Dec
         gate = judge(spec, observed.results, seed=samples_seed)
     except GateInputError as exc:
         message = f"results cannot be judged: {exc}"
-        return Decision(
+        return EvalGateDecision(
             "Failed",
             (ready, Cond("Evaluated", "False", "EvalError", message)),
             status={"decision": {"verdict": "Error", "reason": message}},
@@ -233,14 +218,14 @@ def _decide(spec: EvalGateSpec, observed: Observed, *, samples_seed: int) -> Dec
             gate.verdict,
             f"not promoted: {gate.reason}; the current version stays",
         )
-        return Decision(
+        return EvalGateDecision(
             phase,
             (ready, evaluated, held),
             status=status,
             events=(Event("Warning", gate.verdict, gate.reason),),
         )
     if spec.promotion is None:
-        return Decision(
+        return EvalGateDecision(
             "Passed",
             (
                 ready,
@@ -258,7 +243,7 @@ def _decide(spec: EvalGateSpec, observed: Observed, *, samples_seed: int) -> Dec
             f"Pass; waiting for approval: kubectl annotate evalgate <name> "
             f"{APPROVE_ANNOTATION}=true"
         )
-        return Decision(
+        return EvalGateDecision(
             "AwaitingApproval",
             (ready, evaluated, Cond("Promoted", "False", "AwaitingApproval", message)),
             status=status,
@@ -269,7 +254,7 @@ def _decide(spec: EvalGateSpec, observed: Observed, *, samples_seed: int) -> Dec
             f"{spec.promotion.uri} has since been given {observed.superseded_by}; "
             f"{candidate.source} is kept in its history and not promoted again"
         )
-        return Decision(
+        return EvalGateDecision(
             "Superseded",
             (ready, evaluated, Cond("Promoted", "False", "Superseded", message)),
             status=status,
@@ -283,13 +268,13 @@ def _decide(spec: EvalGateSpec, observed: Observed, *, samples_seed: int) -> Dec
             f"{spec.promotion.uri} serves {candidate.source} "
             f"(sha256 {observed.promoted_sha256[:12]})"
         )
-        return Decision(
+        return EvalGateDecision(
             "Promoted",
             (ready, evaluated, Cond("Promoted", "True", "Promoted", message)),
             status=status,
             events=(Event("Normal", "Promoted", message),),
         )
-    return Decision(
+    return EvalGateDecision(
         "AwaitingApproval" if spec.promotion.mode == "manual" else "Evaluating",
         (
             ready,

@@ -19,6 +19,7 @@ from croniter import croniter
 from tunegate_operator.api.evalgate import EvalGateSpec, ReevaluateSpec
 from tunegate_operator.decisions.conditions import Cond
 from tunegate_operator.decisions.evalgate import judge
+from tunegate_operator.decisions.evalgate_actions import RollBack, StartRound
 from tunegate_operator.decisions.finetunejob import Event, JobView
 from tunegate_operator.decisions.gate import GateInputError
 
@@ -36,23 +37,11 @@ class ReevalObserved:
 
 
 @dataclass(frozen=True)
-class StartRound:
-    round: int
-
-
-@dataclass(frozen=True)
-class RollBack:
-    failed_sha256: str
-
-
-@dataclass(frozen=True)
 class ReevalDecision:
     state: dict[str, Any]
     condition: Cond | None = None
     actions: tuple[StartRound | RollBack, ...] = ()
     events: tuple[Event, ...] = ()
-    rolled_back: bool = False
-    requeue_after: float | None = None
 
 
 def schedule_error(schedule: str) -> str | None:
@@ -94,7 +83,7 @@ def decide_reevaluation(
     due = _next_after(reevaluate.schedule, since)
     if observed.now < due:
         state["nextAt"] = _stamp(due)
-        return ReevalDecision(state, requeue_after=(due - observed.now).total_seconds())
+        return ReevalDecision(state)
     if observed.served_sha256 is None:
         return ReevalDecision(
             state,
@@ -160,7 +149,6 @@ def _finish_round(
         decision.condition,
         actions=(RollBack(failed),),
         events=decision.events,
-        rolled_back=True,
     )
 
 
