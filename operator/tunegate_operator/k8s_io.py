@@ -11,14 +11,13 @@ from typing import Any, cast
 from kubernetes import client, config
 from kubernetes.client import ApiException
 
-from tunegate_operator.api.common import GROUP, VERSION
+from tunegate_operator.api.common import GPU_RESOURCE, GROUP, VERSION
 from tunegate_operator.builders.jobs import ATTEMPT_LABEL, COMPONENT_LABEL, FTJ_LABEL, Names
 from tunegate_operator.decisions.finetunejob import JobView
 from tunegate_operator.decisions.pod_failure import describe_pod_failure
 from tunegate_operator.decisions.preflight import NodeView
 
 log = logging.getLogger(__name__)
-GPU = "nvidia.com/gpu"
 
 
 def _time(value: object) -> datetime | None:
@@ -169,7 +168,7 @@ class Kube:
                 NodeView(
                     name=node["metadata"]["name"],
                     labels=dict(node["metadata"].get("labels") or {}),
-                    gpus=int(allocatable.get(GPU, "0")),
+                    gpus=int(allocatable.get(GPU_RESOURCE, "0")),
                     taints=list((node.get("spec") or {}).get("taints") or []),
                 )
             )

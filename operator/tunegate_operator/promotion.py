@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from tunegate_operator.decisions.conditions import rfc3339
 from tunegate_operator.decisions.promotion_record import Promoted, promoted_of
 from tunegate_operator.s3_io import S3, StorageError, WriteConflictError
 
@@ -51,7 +52,7 @@ def version_uri(root: str, sha256: str) -> str:
 
 
 def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return rfc3339(datetime.now(UTC))
 
 
 def current(s3: S3, promotion_uri: str) -> dict[str, Any] | None:

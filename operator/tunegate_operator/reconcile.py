@@ -14,11 +14,6 @@ from tunegate_operator.builders.trainer_config import (
     RunRef,
     credentials_secret,
 )
-from tunegate_operator.decisions.conditions import (
-    DecidedStatus,
-    conditions_differ,
-    merge_conditions,
-)
 from tunegate_operator.decisions.documents import (
     DocumentError,
     parse_audit_report,
@@ -38,6 +33,7 @@ from tunegate_operator.decisions.finetunejob import (
     decide,
 )
 from tunegate_operator.decisions.preflight import PreflightInputs, PreflightResult, preflight
+from tunegate_operator.decisions.status_patch import desired_status, status_changed
 from tunegate_operator.k8s_io import Kube
 from tunegate_operator.s3_io import S3
 from tunegate_operator.settings import Settings
@@ -178,33 +174,6 @@ def apply_actions(
         elif isinstance(action, DeleteChildren):
             kube.delete_children(run.namespace, run.name)
     return tuple(created)
-
-
-def desired_status(
-    decision: DecidedStatus, status: Mapping[str, Any], *, now: datetime, generation: int
-) -> dict[str, Any]:
-    conditions = merge_conditions(
-        status.get("conditions") or [], decision.conditions, now=now, generation=generation
-    )
-    return {
-        **decision.status,
-        "phase": decision.phase,
-        "observedGeneration": generation,
-        "conditions": conditions,
-    }
-
-
-def status_changed(current: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
-    for key, value in desired.items():
-        if key == "conditions":
-            if conditions_differ(current.get("conditions") or [], value):
-                return True
-        elif key == "completionTime":
-            if not current.get(key):
-                return True
-        elif current.get(key) != value:
-            return True
-    return False
 
 
 def reconcile(

@@ -38,6 +38,7 @@ from tunegate_operator.decisions.evalgate_reconcile import (
 )
 from tunegate_operator.decisions.finetunejob import Event
 from tunegate_operator.decisions.promotion_record import replaced_by, served_sha256_of
+from tunegate_operator.decisions.status_patch import desired_status, status_changed
 from tunegate_operator.k8s_io import Kube
 from tunegate_operator.promotion import (
     PromotionError,
@@ -46,7 +47,6 @@ from tunegate_operator.promotion import (
     promote,
     roll_back,
 )
-from tunegate_operator.reconcile import desired_status, status_changed
 from tunegate_operator.reconcile_reevaluation import observe_round, start_round
 from tunegate_operator.s3_io import S3
 from tunegate_operator.serving_handoff import hand_off

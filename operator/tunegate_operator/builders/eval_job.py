@@ -6,10 +6,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from tunegate_operator.api.common import API_VERSION
+from tunegate_operator.api.common import API_VERSION, GPU_RESOURCE
 from tunegate_operator.api.evalgate import EvalGateSpec
 from tunegate_operator.builders.jobs import (
-    GPU,
     GPU_TOLERATION,
     container_security_context,
     credential_env,
@@ -140,7 +139,7 @@ def eval_job(
         t.model_dump(by_alias=True, exclude_none=True) for t in spec.resources.tolerations
     ]
     if spec.resources.gpus:
-        resources["limits"][GPU] = str(spec.resources.gpus)
+        resources["limits"][GPU_RESOURCE] = str(spec.resources.gpus)
         tolerations.append(dict(GPU_TOLERATION))
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",

@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from tunegate_operator.api.common import API_VERSION
+from tunegate_operator.api.common import API_VERSION, GPU_RESOURCE
 from tunegate_operator.api.finetunejob import FineTuneJobSpec
 from tunegate_operator.builders.pod_template import apply_pod_template, merge_templates
 from tunegate_operator.builders.pod_volumes import (
@@ -28,7 +28,6 @@ from tunegate_operator.builders.trainer_config import (
 )
 from tunegate_operator.settings import Settings
 
-GPU = "nvidia.com/gpu"
 FTJ_LABEL = "tunegate.dev/finetunejob"
 COMPONENT_LABEL = "tunegate.dev/component"
 ATTEMPT_LABEL = "tunegate.dev/attempt"
@@ -48,7 +47,7 @@ DEFAULT_MEMORY_PER_PROCESS = "4Gi"
 DISRUPTION_POLICY = {
     "rules": [{"action": "FailJob", "onPodConditions": [{"type": "DisruptionTarget"}]}]
 }
-GPU_TOLERATION = {"key": GPU, "operator": "Exists", "effect": "NoSchedule"}
+GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
 # The trainer image's user (trainer-image/Dockerfile); an image given in spec.image
 # runs as this uid too.
 TRAINER_UID = 10001
@@ -196,7 +195,7 @@ def _job(
 
 
 def audit_job(spec: FineTuneJobSpec, *, run: RunRef, settings: Settings) -> dict[str, Any]:
-    """CPU only: no GPU is held while the data is audited."""
+    """CPU only: no GPU_RESOURCE is held while the data is audited."""
     labels = _labels(run, "audit")
     container = {
         "name": "audit",
@@ -282,7 +281,7 @@ def _train_command(spec: FineTuneJobSpec, settings: Settings) -> list[str]:
 def _training_resources(spec: FineTuneJobSpec) -> dict[str, Any]:
     processes = max(spec.resources.gpus_per_node, 1)
     gpus = spec.resources.gpus_per_node
-    limits: dict[str, str] = {GPU: str(gpus)} if gpus else {}
+    limits: dict[str, str] = {GPU_RESOURCE: str(gpus)} if gpus else {}
     if spec.resources.memory:
         # Request = limit: the scheduler reserves what the pod may use, and going over
         # is an OOM kill the operator reports, never a surprise for the node.

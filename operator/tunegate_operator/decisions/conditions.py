@@ -30,8 +30,11 @@ class DecidedStatus(Protocol):
     def status(self) -> Mapping[str, Any]: ...
 
 
+RFC3339 = "%Y-%m-%dT%H:%M:%SZ"  # how every timestamp in a status is written (UTC)
+
+
 def rfc3339(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.strftime(RFC3339)
 
 
 def merge_conditions(

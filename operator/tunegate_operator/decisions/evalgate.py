@@ -14,7 +14,7 @@ from typing import Any
 
 from tunegate_operator.api.evalgate import EvalGateSpec, Phase
 from tunegate_operator.builders.eval_job import Candidate
-from tunegate_operator.decisions.conditions import Cond
+from tunegate_operator.decisions.conditions import Cond, rfc3339
 from tunegate_operator.decisions.evalgate_actions import (
     CreateEvalJob,
     EvalGateDecision,
@@ -116,7 +116,7 @@ def _summary(decision: GateDecision) -> dict[str, float]:
 
 
 def _stamp(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return rfc3339(moment)
 
 
 def decide_verdict(

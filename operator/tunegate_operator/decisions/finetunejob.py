@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from tunegate_operator.api.finetunejob import FineTuneJobSpec
-from tunegate_operator.decisions.conditions import Cond
+from tunegate_operator.decisions.conditions import Cond, rfc3339
 from tunegate_operator.decisions.preflight import PreflightResult, estimate_status
 
 Phase = Literal["Pending", "Auditing", "Training", "Succeeded", "Failed", "Suspended"]
@@ -157,7 +157,7 @@ def _fail(reason: str, message: str, field_status: dict[str, Any], now: datetime
             Cond("Complete", "False", reason, message),
             Cond("Training", "False", reason, ""),
         ),
-        status={**field_status, "completionTime": now.strftime("%Y-%m-%dT%H:%M:%SZ")},
+        status={**field_status, "completionTime": rfc3339(now)},
         events=(Event("Warning", reason, message),),
     )
 
@@ -348,7 +348,7 @@ def _succeeded(
                 "trainableParameters": m.trainable_parameters,
             },
             "progress": progress or None,
-            "completionTime": observed.now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "completionTime": rfc3339(observed.now),
         },
         events=(Event("Normal", "Succeeded", message),),
         requeue_after=_ttl_delay(spec),
@@ -442,7 +442,7 @@ def _start_attempt(
         status={
             **base_status,
             "attempts": attempt,
-            "startTime": (start or now).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "startTime": rfc3339(start or now),
         },
         actions=(CreateTrainingJob(attempt, remaining, suspend=False),),
         events=(*events, Event("Normal", "TrainingScheduled", message)),

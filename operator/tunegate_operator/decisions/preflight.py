@@ -11,11 +11,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from tunegate_operator.api.common import GPU_RESOURCE
 from tunegate_operator.api.finetunejob import FineTuneJobSpec
 from tunegate_operator.planner.memory import GIB, Plan, RunShape, plan
 from tunegate_operator.planner.shapes import ConfigError, shape_from_hf_config
 
-GPU = "nvidia.com/gpu"
 GPU_MEMORY_LABEL = "nvidia.com/gpu.memory"
 REQUIRED_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 
@@ -66,7 +66,7 @@ class PreflightResult:
 def _tolerates(taints: Sequence[Mapping[str, Any]], spec: FineTuneJobSpec) -> bool:
     tolerations = [t.model_dump(exclude_none=True) for t in spec.resources.tolerations]
     if spec.resources.gpus_per_node:
-        tolerations.append({"key": GPU, "operator": "Exists", "effect": "NoSchedule"})
+        tolerations.append({"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"})
     for taint in taints:
         if taint.get("effect") not in ("NoSchedule", "NoExecute"):
             continue
@@ -178,7 +178,7 @@ def preflight(spec: FineTuneJobSpec, inputs: PreflightInputs) -> PreflightResult
                 "spec.resources.gpusPerNode",
                 "InsufficientGPUs",
                 f"spec.resources.gpusPerNode is {wanted} but nodes of {pool} have at most "
-                f"{max(n.gpus for n in matching)} {GPU}",
+                f"{max(n.gpus for n in matching)} {GPU_RESOURCE}",
                 waiting=False,
             )
         )
@@ -190,7 +190,7 @@ def preflight(spec: FineTuneJobSpec, inputs: PreflightInputs) -> PreflightResult
                 "spec.resources.nodes",
                 "InsufficientNodes",
                 f"spec.resources.nodes is {spec.resources.nodes} but {pool} has room for only "
-                f"{slots} pod(s) of {wanted} {GPU}; waiting for the pool to grow",
+                f"{slots} pod(s) of {wanted} {GPU_RESOURCE}; waiting for the pool to grow",
                 waiting=True,
             )
         )
@@ -214,7 +214,7 @@ def _memory_plan(
         shape = shape_from_hf_config(config)
         memories = [int(n.labels[GPU_MEMORY_LABEL]) for n in nodes if GPU_MEMORY_LABEL in n.labels]
         if not memories:
-            return None, None  # pool does not publish GPU memory: nothing to compare with
+            return None, None  # pool does not publish GPU_RESOURCE memory: nothing to compare with
         gpu_bytes = min(memories) * 1024 * 1024
         max_gpus = sum(n.gpus for n in nodes)
         result = plan(

@@ -17,13 +17,11 @@ from typing import Any
 from croniter import croniter
 
 from tunegate_operator.api.evalgate import EvalGateSpec, ReevaluateSpec
-from tunegate_operator.decisions.conditions import Cond
+from tunegate_operator.decisions.conditions import RFC3339, Cond
 from tunegate_operator.decisions.evalgate import judge
 from tunegate_operator.decisions.evalgate_actions import RollBack, StartRound
 from tunegate_operator.decisions.finetunejob import Event, JobView
 from tunegate_operator.decisions.gate import GateInputError
-
-STAMP = "%Y-%m-%dT%H:%M:%SZ"
 
 
 @dataclass(frozen=True)
@@ -51,11 +49,11 @@ def schedule_error(schedule: str) -> str | None:
 
 
 def _stamp(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime(STAMP)
+    return moment.astimezone(UTC).strftime(RFC3339)
 
 
 def parse_stamp(text: str) -> datetime:
-    return datetime.strptime(text, STAMP).replace(tzinfo=UTC)
+    return datetime.strptime(text, RFC3339).replace(tzinfo=UTC)
 
 
 def _next_after(schedule: str, moment: datetime) -> datetime:
