@@ -19,7 +19,7 @@ from tunegate_operator.builders.eval_job import (
     results_uri,
 )
 from tunegate_operator.builders.jobs import trainer_service_account
-from tunegate_operator.decisions.evalgate import CandidateProblem, Observed
+from tunegate_operator.decisions.evalgate import CandidateProblem, Observed, verdict_recorded
 from tunegate_operator.decisions.evalgate_actions import (
     CreateEvalJob,
     EvalGateDecision,
@@ -113,17 +113,24 @@ def observe(
     annotations = meta.get("annotations") or {}
     if not isinstance(candidate, Candidate):
         return GateObserved(Observed(now, gate.generation, status, annotations, candidate))
-    pointer = (current(s3, spec.promotion.uri) or {}) if spec.promotion else None
+    # A settled gate keeps its verdict: no results read, no bootstrap; nor the pointer
+    # when the verdict promotes nothing.
+    recorded = verdict_recorded(status, gate.generation, candidate)
+    verdict = (status.get("decision") or {}).get("verdict")
+    pointer = None
+    if spec.promotion is not None and (not recorded or verdict == "Pass"):
+        pointer = current(s3, spec.promotion.uri) or {}
     facts = Observed(
         now,
         gate.generation,
         status,
         annotations,
         candidate,
-        eval_job=kube.job_view(gate.namespace, eval_job_name(gate)),
-        results=s3.read_json(results_uri(candidate, gate)),
+        eval_job=None if recorded else kube.job_view(gate.namespace, eval_job_name(gate)),
+        results=None if recorded else s3.read_json(results_uri(candidate, gate)),
         promoted_sha256=served_sha256_of(pointer or {}, candidate.adapter_uri),
         superseded_by=replaced_by(pointer or {}, candidate.adapter_uri),
+        recorded=recorded,
     )
     round_job = round_results = None
     if spec.promotion is not None and pointer is not None:

@@ -14,7 +14,12 @@ from gate_specs import gate_spec
 
 from tunegate_operator.api.evalgate import EvalGateSpec
 from tunegate_operator.builders.eval_job import Candidate, GateRef, eval_config, eval_job
-from tunegate_operator.decisions.evalgate import CandidateProblem, Observed, decide_verdict
+from tunegate_operator.decisions.evalgate import (
+    CandidateProblem,
+    Observed,
+    decide_verdict,
+    verdict_recorded,
+)
 from tunegate_operator.decisions.evalgate_actions import CreateEvalJob, Promote
 from tunegate_operator.decisions.finetunejob import JobView
 from tunegate_operator.promotion import tree_digest as operator_digest
@@ -210,3 +215,64 @@ def test_report_renders_every_suite_with_a_plot() -> None:
     assert all(png.startswith(b"\x89PNG") for png in images.values())
     assert "ml/&lt;gate&gt;" in page and "[+0.3000, +0.5000]" in page
     assert "Training loss" not in page
+
+
+def settled(verdict: str, **fields: Any) -> dict[str, Any]:
+    """The status a judged gate keeps (as decide_verdict wrote it)."""
+    return {
+        "observedGeneration": 3,
+        "results": [{"suite": "t", "verdict": verdict}],
+        "summary": {},
+        "decision": {"verdict": verdict, "reason": "r", "judged": CANDIDATE.identity},
+    } | fields
+
+
+@pytest.mark.parametrize(
+    ("status", "recorded"),
+    [
+        (settled("Fail"), True),
+        (settled("Inconclusive"), True),
+        (settled("Pass"), True),
+        (settled("Fail", observedGeneration=2), False),  # the spec changed
+        (settled("Error"), False),  # errors are looked at again
+        (settled("Fail", results=[]), False),
+        (
+            settled("Fail")
+            | {"decision": {"verdict": "Fail", "judged": "s3://runs/legal/adapter"}},
+            False,  # judged before the digest was known, or another adapter
+        ),
+        ({}, False),
+    ],
+)
+def test_a_verdict_is_recorded_for_this_generation_and_candidate_only(
+    status: dict[str, Any], recorded: bool
+) -> None:
+    assert verdict_recorded(status, 3, CANDIDATE) is recorded
+
+
+@pytest.mark.parametrize(
+    ("the_spec", "verdict", "phase", "actions"),
+    [
+        (spec(), "Fail", "Rejected", []),
+        (spec(), "Inconclusive", "Held", []),
+        (spec(on_inconclusive="fail"), "Inconclusive", "Rejected", []),
+        (spec(), "Pass", "Evaluating", [Promote(CANDIDATE)]),
+        (spec(None), "Pass", "Passed", []),
+    ],
+)
+def test_a_recorded_verdict_decides_as_the_results_did(
+    the_spec: EvalGateSpec, verdict: str, phase: str, actions: list[Any]
+) -> None:
+    decision = decide_verdict(
+        the_spec, observed(status=settled(verdict), results=None, recorded=True)
+    )
+    assert decision.phase == phase and list(decision.actions) == actions
+    assert decision.status["decision"]["verdict"] == verdict
+
+
+def test_a_fresh_verdict_records_what_it_judged() -> None:
+    decision = decide_verdict(spec(), observed(results=CLEAR_FAIL))
+    assert decision.status["decision"]["judged"] == f"{CANDIDATE.adapter_uri}@sha256:{'ab' * 32}"
+    assert verdict_recorded({**decision.status, "observedGeneration": 3}, 3, CANDIDATE), (
+        "the next pass finds it settled"
+    )

@@ -286,6 +286,9 @@ class Decision(ApiModel):
     """Why, in a sentence."""
     decided_at: str | None = None
     """When (RFC 3339)."""
+    judged: str | None = None
+    """The adapter this verdict is about (`<uri>` or `<uri>@sha256:<digest>`): while the
+    generation and the candidate stay the same, the verdict is not computed again."""
 
 
 class Summary(ApiModel):

@@ -56,6 +56,11 @@ class Candidate:
     base_model_revision: str | None = None  # hf:// models
     base_model_token_secret: str | None = None  # Secret with HF_TOKEN, hf:// models
 
+    @property
+    def identity(self) -> str:
+        """What a verdict is about: the adapter's URI and, when known, its digest."""
+        return f"{self.adapter_uri}@sha256:{self.sha256}" if self.sha256 else self.adapter_uri
+
     def evals_root(self) -> str:
         """Results live next to the adapter's run: <run>/evals/."""
         return self.results_root or self.adapter_uri.rstrip("/").rsplit("/", 1)[0] + "/evals"

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from tunegate_operator.api.evalgate import EvalGateSpec, Phase
+from tunegate_operator.api.evalgate import EvalGateSpec, Phase, Verdict
 from tunegate_operator.builders.eval_job import Candidate
 from tunegate_operator.decisions.conditions import Cond, rfc3339
 from tunegate_operator.decisions.evalgate_actions import (
@@ -26,7 +26,13 @@ from tunegate_operator.decisions.finetunejob import (
     JobView,
     pod_creation_problem,
 )
-from tunegate_operator.decisions.gate import GateDecision, GateInputError, SuiteScores, decide_gate
+from tunegate_operator.decisions.gate import (
+    GateDecision,
+    GateInputError,
+    Outcome,
+    SuiteScores,
+    decide_gate,
+)
 
 APPROVE_ANNOTATION = "tunegate.dev/approve"
 
@@ -49,6 +55,27 @@ class Observed:
     results: Mapping[str, Any] | None = None  # the eval command's results.json
     promoted_sha256: str | None = None  # what promotion.uri serves now, if this candidate
     superseded_by: str | None = None  # promotion.uri moved on from this candidate to that
+    recorded: bool = False  # the status holds this generation's verdict on this candidate
+
+
+def verdict_recorded(status: Mapping[str, Any], generation: int, candidate: Candidate) -> bool:
+    """A settled gate: its status already judges this candidate at this generation, so
+    results are not read nor bootstrapped again (until the spec or candidate changes)."""
+    decision = status.get("decision") or {}
+    return (
+        status.get("observedGeneration") == generation
+        and decision.get("judged") == candidate.identity
+        and decision.get("verdict") in ("Pass", "Fail", "Inconclusive")
+        and bool(status.get("results"))
+    )
+
+
+@dataclass(frozen=True)
+class Judgement:
+    verdict: Verdict
+    outcome: Outcome
+    reason: str
+    status: dict[str, Any]  # results, summary, decision
 
 
 def suite_scores(spec: EvalGateSpec, results: Mapping[str, Any]) -> list[SuiteScores]:
@@ -147,7 +174,7 @@ def _decide(spec: EvalGateSpec, observed: Observed, *, samples_seed: int) -> Eva
         )
     ready = Cond("CandidateReady", "True", "Ready", f"judging {candidate.source}")
 
-    if observed.results is None:
+    if observed.results is None and not observed.recorded:
         job = observed.eval_job
         if job is not None and job.finished is not None:
             message = (
@@ -189,40 +216,24 @@ def _decide(spec: EvalGateSpec, observed: Observed, *, samples_seed: int) -> Eva
             events=(Event("Normal", "Evaluating", "eval job started"),),
         )
 
-    try:
-        gate = judge(spec, observed.results, seed=samples_seed)
-    except GateInputError as exc:
-        message = f"results cannot be judged: {exc}"
-        return EvalGateDecision(
-            "Failed",
-            (ready, Cond("Evaluated", "False", "EvalError", message)),
-            status={"decision": {"verdict": "Error", "reason": message}},
-            events=(Event("Warning", "EvalError", message),),
-        )
-    status: dict[str, Any] = {
-        "results": _rows(gate),
-        "summary": _summary(gate),
-        "decision": {
-            "verdict": gate.verdict,
-            "reason": gate.reason,
-            "decidedAt": (observed.status.get("decision") or {}).get("decidedAt")
-            or _stamp(observed.now),
-        },
-    }
-    evaluated = Cond("Evaluated", "True", gate.verdict, gate.reason)
-    if gate.outcome != "Promote":
-        phase = "Held" if gate.outcome == "Hold" else "Rejected"
+    judged = _judgement(spec, observed, candidate, samples_seed=samples_seed)
+    if not isinstance(judged, Judgement):
+        return replace(judged, conditions=(ready, *judged.conditions))
+    status = judged.status
+    evaluated = Cond("Evaluated", "True", judged.verdict, judged.reason)
+    if judged.outcome != "Promote":
+        phase = "Held" if judged.outcome == "Hold" else "Rejected"
         held = Cond(
             "Promoted",
             "False",
-            gate.verdict,
-            f"not promoted: {gate.reason}; the current version stays",
+            judged.verdict,
+            f"not promoted: {judged.reason}; the current version stays",
         )
         return EvalGateDecision(
             phase,
             (ready, evaluated, held),
             status=status,
-            events=(Event("Warning", gate.verdict, gate.reason),),
+            events=(Event("Warning", judged.verdict, judged.reason),),
         )
     if spec.promotion is None:
         return EvalGateDecision(
@@ -235,7 +246,7 @@ def _decide(spec: EvalGateSpec, observed: Observed, *, samples_seed: int) -> Eva
                 ),
             ),
             status=status,
-            events=(Event("Normal", "Pass", gate.reason),),
+            events=(Event("Normal", "Pass", judged.reason),),
         )
     approved = observed.annotations.get(APPROVE_ANNOTATION, "").lower() == "true"
     if spec.promotion.mode == "manual" and not approved:
@@ -286,6 +297,46 @@ def _decide(spec: EvalGateSpec, observed: Observed, *, samples_seed: int) -> Eva
         status=status,
         actions=(Promote(candidate),),
     )
+
+
+def _judgement(
+    spec: EvalGateSpec, observed: Observed, candidate: Candidate, *, samples_seed: int
+) -> Judgement | EvalGateDecision:
+    """The verdict: as recorded in the status for a settled judged, else computed from the
+    results (an EvalGateDecision when they cannot be judged)."""
+    if observed.recorded:
+        recorded = observed.status["decision"]
+        verdict = recorded["verdict"]
+        outcome: Outcome = "Hold"
+        if verdict == "Pass":
+            outcome = "Promote"
+        elif verdict == "Fail" or spec.on_inconclusive == "fail":
+            outcome = "Reject"
+        kept = {k: observed.status[k] for k in ("results", "summary", "decision")}
+        return Judgement(verdict, outcome, str(recorded.get("reason", "")), kept)
+    assert observed.results is not None
+    try:
+        judged = judge(spec, observed.results, seed=samples_seed)
+    except GateInputError as exc:
+        message = f"results cannot be judged: {exc}"
+        return EvalGateDecision(
+            "Failed",
+            (Cond("Evaluated", "False", "EvalError", message),),
+            status={"decision": {"verdict": "Error", "reason": message}},
+            events=(Event("Warning", "EvalError", message),),
+        )
+    status: dict[str, Any] = {
+        "results": _rows(judged),
+        "summary": _summary(judged),
+        "decision": {
+            "verdict": judged.verdict,
+            "reason": judged.reason,
+            "decidedAt": (observed.status.get("decision") or {}).get("decidedAt")
+            or _stamp(observed.now),
+            "judged": candidate.identity,
+        },
+    }
+    return Judgement(judged.verdict, judged.outcome, judged.reason, status)
 
 
 def describe(results: Sequence[Mapping[str, Any]]) -> str:
