@@ -5,13 +5,20 @@ from __future__ import annotations
 
 import sys
 
-from benchmarks import eval_speed, operator_latency, promotion, trainer_throughput
+from benchmarks import (
+    eval_speed,
+    finished_gates,
+    operator_latency,
+    promotion,
+    trainer_throughput,
+)
 
 BENCHMARKS = {
     "operator": operator_latency.main,
     "trainer": trainer_throughput.main,
     "eval": eval_speed.main,
     "promotion": promotion.main,
+    "gates": finished_gates.main,
 }
 
 
