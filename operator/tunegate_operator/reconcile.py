@@ -9,6 +9,7 @@ from typing import Any
 
 from tunegate_operator.api.finetunejob import FineTuneJobSpec
 from tunegate_operator.builders import jobs
+from tunegate_operator.builders.job_envelope import trainer_service_account
 from tunegate_operator.builders.trainer_config import (
     OutputLayout,
     RunRef,
@@ -148,7 +149,7 @@ def apply_actions(
     decision: Decision, spec: FineTuneJobSpec, run: RunRef, *, kube: Kube, settings: Settings
 ) -> tuple[str, ...]:
     created: list[str] = []
-    identity = jobs.trainer_service_account(run.namespace, settings)
+    identity = trainer_service_account(run.namespace, settings)
     for action in decision.actions:
         if isinstance(action, CreateAuditJob):
             manifest = jobs.audit_job(spec, run=run, settings=settings)

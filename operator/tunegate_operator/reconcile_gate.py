@@ -18,7 +18,7 @@ from tunegate_operator.builders.eval_job import (
     eval_job_name,
     results_uri,
 )
-from tunegate_operator.builders.jobs import trainer_service_account
+from tunegate_operator.builders.job_envelope import trainer_service_account
 from tunegate_operator.decisions.evalgate import CandidateProblem, Observed, verdict_recorded
 from tunegate_operator.decisions.evalgate_actions import (
     CreateEvalJob,

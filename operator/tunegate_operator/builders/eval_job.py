@@ -6,16 +6,19 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from tunegate_operator.api.common import API_VERSION, GPU_RESOURCE
+from tunegate_operator.api.common import GPU_RESOURCE
 from tunegate_operator.api.evalgate import EvalGateSpec
-from tunegate_operator.builders.jobs import (
-    GPU_TOLERATION,
+from tunegate_operator.builders.job_envelope import (
+    MANAGED_LABELS,
+    Owner,
     container_security_context,
     credential_env,
     hub_token_env,
-    pod_security_context,
+    job_manifest,
+    placement_tolerations,
     threads_env,
     with_volumes,
+    worker_pod_spec,
 )
 from tunegate_operator.builders.pod_template import apply_pod_template, merge_templates
 from tunegate_operator.builders.pod_volumes import (
@@ -116,12 +119,7 @@ def eval_job(
     model_bytes: int | None = None,
 ) -> dict[str, Any]:
     """model_bytes (the base model's size, when known) sizes the cache."""
-    labels = {
-        "app.kubernetes.io/managed-by": "tunegate",
-        "app.kubernetes.io/part-of": "tunegate",
-        GATE_LABEL: gate.name,
-        GENERATION_LABEL: str(gate.generation),
-    }
+    labels = {**MANAGED_LABELS, GATE_LABEL: gate.name, GENERATION_LABEL: str(gate.generation)}
     secret = spec.storage.credentials_secret or settings.credentials_secret
     env: list[dict[str, Any]] = [
         {
@@ -140,31 +138,24 @@ def eval_job(
         "requests": {"cpu": spec.resources.cpu, "memory": spec.resources.memory},
         "limits": {"memory": spec.resources.memory},
     }
-    tolerations = [
-        t.model_dump(by_alias=True, exclude_none=True) for t in spec.resources.tolerations
-    ]
     if spec.resources.gpus:
         resources["limits"][GPU_RESOURCE] = str(spec.resources.gpus)
-        tolerations.append(dict(GPU_TOLERATION))
-    pod_spec: dict[str, Any] = {
-        "restartPolicy": "Never",
-        # Training, audit and eval pods never call the Kubernetes API.
-        "automountServiceAccountToken": False,
-        "securityContext": pod_security_context(),
-        "nodeSelector": dict(spec.resources.node_selector),
-        "tolerations": tolerations,
-        "containers": [
-            {
-                "name": "eval",
-                "image": spec.image or settings.trainer_image,
-                "command": [settings.trainer_python, "-m", "tunegate_trainer", "eval"],
-                "env": env,
-                "resources": resources,
-                "securityContext": container_security_context(),
-                "terminationMessagePolicy": "FallbackToLogsOnError",
-            }
-        ],
+    container = {
+        "name": "eval",
+        "image": spec.image or settings.trainer_image,
+        "command": [settings.trainer_python, "-m", "tunegate_trainer", "eval"],
+        "env": env,
+        "resources": resources,
+        "securityContext": container_security_context(),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
     }
+    pod_spec = worker_pod_spec(
+        container,
+        node_selector=spec.resources.node_selector,
+        tolerations=placement_tolerations(spec.resources.tolerations, spec.resources.gpus),
+        settings=settings,
+        priority_class=spec.resources.priority_class_name,
+    )
     with_volumes(
         pod_spec["containers"][0],
         pod_spec,
@@ -174,35 +165,13 @@ def eval_job(
             cache_bytes=cache_size_needed(model_bytes, None),
         ),
     )
-    if spec.resources.priority_class_name:
-        pod_spec["priorityClassName"] = spec.resources.priority_class_name
-    if settings.service_account:
-        pod_spec["serviceAccountName"] = settings.service_account
     template = merge_templates(settings.pod_template, spec.pod_template)
     apply_pod_template(pod_spec, template, extra_resources=True)
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {
-            "name": eval_job_name(gate),
-            "namespace": gate.namespace,
-            "labels": labels,
-            "ownerReferences": [
-                {
-                    "apiVersion": API_VERSION,
-                    "kind": "EvalGate",
-                    "name": gate.name,
-                    "uid": gate.uid,
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
-            ],
-        },
-        "spec": {
-            "backoffLimit": 1,
-            "template": {
-                "metadata": {"labels": labels, "annotations": dict(settings.pod_annotations)},
-                "spec": pod_spec,
-            },
-        },
-    }
+    return job_manifest(
+        name=eval_job_name(gate),
+        owner=Owner("EvalGate", gate.namespace, gate.name, gate.uid),
+        labels=labels,
+        pod_spec=pod_spec,
+        job_spec={"backoffLimit": 1},
+        pod_annotations=settings.pod_annotations,
+    )

@@ -9,13 +9,22 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from tunegate_operator.api.common import API_VERSION, GPU_RESOURCE
+from tunegate_operator.api.common import GPU_RESOURCE
 from tunegate_operator.api.finetunejob import FineTuneJobSpec
+from tunegate_operator.builders.job_envelope import (
+    MANAGED_LABELS,
+    Owner,
+    container_security_context,
+    credential_env,
+    hub_token_env,
+    job_manifest,
+    placement_tolerations,
+    threads_env,
+    with_volumes,
+    worker_pod_spec,
+)
 from tunegate_operator.builders.pod_template import apply_pod_template, merge_templates
 from tunegate_operator.builders.pod_volumes import (
-    CACHE_DIR,
-    CACHE_ENV,
-    PodVolumes,
     cache_size_needed,
     pod_volumes,
     shared_memory_size,
@@ -47,43 +56,6 @@ DEFAULT_MEMORY_PER_PROCESS = "4Gi"
 DISRUPTION_POLICY = {
     "rules": [{"action": "FailJob", "onPodConditions": [{"type": "DisruptionTarget"}]}]
 }
-GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
-# The trainer image's user (trainer-image/Dockerfile); an image given in spec.image
-# runs as this uid too.
-TRAINER_UID = 10001
-
-
-def pod_security_context() -> dict[str, Any]:
-    """Non-root, as restricted Pod Security asks; fsGroup makes volumes writable."""
-    return {
-        "runAsNonRoot": True,
-        "runAsUser": TRAINER_UID,
-        "runAsGroup": TRAINER_UID,
-        "fsGroup": TRAINER_UID,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-
-
-def container_security_context() -> dict[str, Any]:
-    return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
-
-
-def trainer_service_account(namespace: str, settings: Settings) -> dict[str, Any] | None:
-    """The identity of audit, training and eval pods, when the operator manages it: no
-    API token, and the annotations that grant cloud storage (IRSA, Workload Identity)."""
-    if not (settings.create_service_account and settings.service_account):
-        return None
-    return {
-        "apiVersion": "v1",
-        "kind": "ServiceAccount",
-        "metadata": {
-            "name": settings.service_account,
-            "namespace": namespace,
-            "labels": {"app.kubernetes.io/managed-by": "tunegate"},
-            "annotations": dict(settings.service_account_annotations),
-        },
-        "automountServiceAccountToken": False,
-    }
 
 
 @dataclass(frozen=True)
@@ -102,61 +74,15 @@ class Names:
         return f"{self.ftj}-train"
 
 
-def owner_reference(run: RunRef) -> dict[str, Any]:
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "FineTuneJob",
-        "name": run.name,
-        "uid": run.uid,
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
+def _owner(run: RunRef) -> Owner:
+    return Owner("FineTuneJob", run.namespace, run.name, run.uid)
 
 
 def _labels(run: RunRef, component: str, attempt: int | None = None) -> dict[str, str]:
-    labels = {
-        "app.kubernetes.io/managed-by": "tunegate",
-        "app.kubernetes.io/part-of": "tunegate",
-        FTJ_LABEL: run.name,
-        COMPONENT_LABEL: component,
-    }
+    labels = {**MANAGED_LABELS, FTJ_LABEL: run.name, COMPONENT_LABEL: component}
     if attempt is not None:
         labels[ATTEMPT_LABEL] = str(attempt)
     return labels
-
-
-def credential_env(secret: str | None) -> list[dict[str, Any]]:
-    """S3 credentials only by reference: the value never enters a manifest."""
-    if not secret:
-        return []
-    return [
-        {"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
-        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
-    ]
-
-
-def threads_env(cpu_per_process: float) -> dict[str, str]:
-    """torch sizes its thread pools from the node's cores, not the pod's share: on a
-    shared node that oversubscribes every core."""
-    return {"name": "OMP_NUM_THREADS", "value": str(max(1, int(cpu_per_process)))}
-
-
-def with_volumes(container: dict[str, Any], pod_spec: dict[str, Any], volumes: PodVolumes) -> None:
-    """Mount /dev/shm and the cache, and request the cache's ephemeral storage."""
-    container["volumeMounts"] = volumes.mounts
-    container["env"].append({"name": CACHE_ENV, "value": CACHE_DIR})
-    pod_spec["volumes"] = volumes.volumes
-    if volumes.ephemeral_storage:
-        requests = container["resources"].setdefault("requests", {})
-        requests["ephemeral-storage"] = volumes.ephemeral_storage
-
-
-def hub_token_env(secret: str | None) -> list[dict[str, Any]]:
-    """HF_TOKEN for private or gated hf:// models, by Secret reference only."""
-    if not secret:
-        return []
-    ref = {"name": secret, "key": "HF_TOKEN"}
-    return [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": ref}}]
 
 
 def _config_env(
@@ -164,34 +90,6 @@ def _config_env(
 ) -> dict[str, str]:
     document = trainer_config(spec, run=run, attempt=attempt, settings=settings)
     return {"name": CONFIG_ENV, "value": json.dumps(document, sort_keys=True)}
-
-
-def _job(
-    *,
-    name: str,
-    run: RunRef,
-    labels: dict[str, str],
-    pod_spec: dict[str, Any],
-    job_spec: dict[str, Any],
-    pod_annotations: dict[str, str],
-) -> dict[str, Any]:
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {
-            "name": name,
-            "namespace": run.namespace,
-            "labels": labels,
-            "ownerReferences": [owner_reference(run)],
-        },
-        "spec": {
-            **job_spec,
-            "template": {
-                "metadata": {"labels": labels, "annotations": dict(pod_annotations)},
-                "spec": pod_spec,
-            },
-        },
-    }
 
 
 def audit_job(spec: FineTuneJobSpec, *, run: RunRef, settings: Settings) -> dict[str, Any]:
@@ -211,22 +109,17 @@ def audit_job(spec: FineTuneJobSpec, *, run: RunRef, settings: Settings) -> dict
         "securityContext": container_security_context(),
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
-    pod_spec: dict[str, Any] = {
-        "restartPolicy": "Never",
-        # Training, audit and eval pods never call the Kubernetes API.
-        "automountServiceAccountToken": False,
-        "securityContext": pod_security_context(),
-        "containers": [container],
-        "nodeSelector": dict(settings.audit_placement.node_selector),
-        "tolerations": list(settings.audit_placement.tolerations),
-    }
-    if settings.service_account:
-        pod_spec["serviceAccountName"] = settings.service_account
+    pod_spec = worker_pod_spec(
+        container,
+        node_selector=settings.audit_placement.node_selector,
+        tolerations=list(settings.audit_placement.tolerations),
+        settings=settings,
+    )
     template = merge_templates(settings.pod_template, spec.pod_template)
     apply_pod_template(pod_spec, template, extra_resources=False)
-    return _job(
+    return job_manifest(
         name=Names(run.name).audit_job,
-        run=run,
+        owner=_owner(run),
         labels=labels,
         pod_spec=pod_spec,
         job_spec={"backoffLimit": 2},
@@ -328,22 +221,15 @@ def training_job(
         "securityContext": container_security_context(),
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
-    tolerations = [
-        t.model_dump(by_alias=True, exclude_none=True) for t in spec.resources.tolerations
-    ]
-    if spec.resources.gpus_per_node:
-        tolerations.append(dict(GPU_TOLERATION))
-    pod_spec: dict[str, Any] = {
-        "restartPolicy": "Never",
-        # Training, audit and eval pods never call the Kubernetes API.
-        "automountServiceAccountToken": False,
-        "securityContext": pod_security_context(),
-        "containers": [container],
-        "nodeSelector": dict(spec.resources.node_selector),
-        "tolerations": tolerations,
-        # Time to write a checkpoint on SIGTERM (suspend, deadline, preemption).
-        "terminationGracePeriodSeconds": CHECKPOINT_GRACE_SECONDS,
-    }
+    pod_spec = worker_pod_spec(
+        container,
+        node_selector=spec.resources.node_selector,
+        tolerations=placement_tolerations(spec.resources.tolerations, spec.resources.gpus_per_node),
+        settings=settings,
+        priority_class=spec.resources.priority_class_name,
+    )
+    # Time to write a checkpoint on SIGTERM (suspend, deadline, preemption).
+    pod_spec["terminationGracePeriodSeconds"] = CHECKPOINT_GRACE_SECONDS
     with_volumes(
         container,
         pod_spec,
@@ -355,10 +241,6 @@ def training_job(
     )
     if spec.resources.nodes > 1:
         pod_spec["subdomain"] = names.service
-    if spec.resources.priority_class_name:
-        pod_spec["priorityClassName"] = spec.resources.priority_class_name
-    if settings.service_account:
-        pod_spec["serviceAccountName"] = settings.service_account
     template = merge_templates(settings.pod_template, spec.pod_template)
     apply_pod_template(pod_spec, template, extra_resources=True)
     if spec.resources.queue_name:
@@ -375,9 +257,9 @@ def training_job(
         job_spec["completionMode"] = "Indexed"
     if active_deadline_seconds is not None:
         job_spec["activeDeadlineSeconds"] = max(active_deadline_seconds, 1)
-    return _job(
+    return job_manifest(
         name=names.train_job(attempt),
-        run=run,
+        owner=_owner(run),
         labels=labels,
         pod_spec=pod_spec,
         job_spec=job_spec,
@@ -394,7 +276,7 @@ def headless_service(spec: FineTuneJobSpec, *, run: RunRef, settings: Settings) 
             "name": Names(run.name).service,
             "namespace": run.namespace,
             "labels": _labels(run, "train"),
-            "ownerReferences": [owner_reference(run)],
+            "ownerReferences": [_owner(run).reference()],
         },
         "spec": {
             "clusterIP": "None",
