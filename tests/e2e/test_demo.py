@@ -6,6 +6,7 @@ serving alone. This is also the EvalGate efficacy scenario on a real model."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -18,6 +19,7 @@ import pytest
 from tunegate_cluster.cluster import ClusterInfo
 from tunegate_cluster.demo import NAMESPACE, run_demo
 from tunegate_cluster.object_store import S3Access, s3_client
+from tunegate_operator.promotion import tree_digest
 
 GENTLE, FORGETFUL = "demo-nimbus", "demo-nimbus-forgetful"
 
@@ -53,7 +55,17 @@ def test_real_training_ran_and_published_a_verified_adapter(demo: Any, crds: Clu
         manifest = json.loads(
             s3.get_object(Bucket=crds.s3_bucket, Key=f"{key}/manifest.json")["Body"].read()
         )
-        assert manifest["adapter"]["sha256"] == adapter["sha256"]
+        # The bytes in S3 are the ones the manifest vouches for.
+        prefix = adapter["uri"].removeprefix(f"s3://{crds.s3_bucket}/") + "/"
+        listed = s3.list_objects_v2(Bucket=crds.s3_bucket, Prefix=prefix)["Contents"]
+        digests = {
+            o["Key"][len(prefix) :]: hashlib.sha256(
+                s3.get_object(Bucket=crds.s3_bucket, Key=o["Key"])["Body"].read()
+            ).hexdigest()
+            for o in listed
+        }
+        assert digests == manifest["adapter"]["files"]
+        assert tree_digest(digests) == manifest["adapter"]["sha256"] == adapter["sha256"]
         assert manifest["trainable_parameters"] > 0
         assert set(manifest["adapter"]["files"]) >= {
             "adapter_config.json",

@@ -3,14 +3,18 @@ every phase the operator can write."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, get_args
 
 import pytest
 from lupa import LuaRuntime
+from test_finetunejob_decisions import PASSED, failed, observed, spec
 
 from tunegate_operator.api.evalgate import Phase as GatePhase
 from tunegate_operator.api.finetunejob import Phase as JobPhase
+from tunegate_operator.decisions.finetunejob import decide
+from tunegate_operator.decisions.status_patch import desired_status
 
 ARGOCD = Path(__file__).resolve().parents[2] / "argocd"
 
@@ -21,6 +25,25 @@ def health(script: str, obj: dict[str, Any]) -> dict[str, str]:
     # Argo CD runs the script as a chunk whose return value is the health table.
     result = lua.execute((ARGOCD / script).read_text())
     return {"status": str(result["status"]), "message": str(result["message"])}
+
+
+def failed_status() -> dict[str, Any]:
+    """The status the operator writes when a run exhausts its retries (its own pure
+    decision, so the check reads the conditions production really writes)."""
+    decision = decide(
+        spec(),
+        observed(
+            audit_report=PASSED,
+            train_jobs={
+                1: failed("run-train-1"),
+                2: failed("run-train-2"),
+                3: failed("run-train-3", message="pod x exited with code 137: OOMKilled"),
+            },
+        ),
+    )
+    assert decision.phase == "Failed"
+    status = desired_status(decision, {}, now=datetime(2026, 1, 1, tzinfo=UTC), generation=2)
+    return {k: v for k, v in status.items() if k != "phase"}
 
 
 def resource(phase: str | None, **status: Any) -> dict[str, Any]:
@@ -62,9 +85,7 @@ def test_every_phase_of_the_api_has_an_expected_health() -> None:
 def test_finetunejob_health(phase: str, expected: str) -> None:
     status: dict[str, Any] = {"progress": {"step": 12, "totalSteps": 40}}
     if phase == "Failed":
-        status["conditions"] = [
-            {"type": "Ready", "status": "False", "message": "attempt 3 failed: OOMKilled"}
-        ]
+        status = failed_status()
     if phase == "Succeeded":
         status["adapter"] = {"uri": "s3://b/runs/demo/adapter"}
     result = health("finetunejob-health.lua", resource(phase, **status))

@@ -45,6 +45,8 @@ def test_eval_command_accepts_every_rendered_config(raw: dict[str, Any]) -> None
     config = load_eval_config({EVAL_CONFIG_ENV: json.dumps(rendered)})
     assert [s.name for s in config.suites] == [s.name for s in spec.suites]
     assert config.results == "s3://runs/legal/evals/gate-g3/results.json"
+    # Nothing is lost or coerced: the eval command's view is what the operator rendered.
+    assert config.model_dump(mode="json") == rendered
     job = eval_job(spec, gate=GATE, candidate=CANDIDATE, settings=Settings())
     assert job["metadata"]["name"] == "gate-eval-3"
     assert job["metadata"]["ownerReferences"][0]["kind"] == "EvalGate"

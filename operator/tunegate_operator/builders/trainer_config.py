@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from tunegate_operator.api.finetunejob import FineTuneJobSpec
+from tunegate_operator.api.finetunejob import FieldMapping, FineTuneJobSpec
 from tunegate_operator.api.finetunejob import LoraSpec as ApiLora
 from tunegate_operator.settings import Settings
 
@@ -72,8 +72,8 @@ def trainer_config(
             {"dataset": spec.replay.dataset, "ratio": spec.replay.ratio} if spec.replay else None
         ),
     }
-    if spec.dataset.fields:
-        data["fields"] = spec.dataset.fields.model_dump()
+    # Always rendered, so the trainer never falls back on defaults of its own.
+    data["fields"] = (spec.dataset.fields or FieldMapping()).model_dump()
     t = spec.training
     return {
         "version": 1,
