@@ -313,7 +313,6 @@ def test_retry_message_says_when_and_from_where() -> None:
     )
     cond = next(c for c in decision.conditions if c.type == "Training")
     assert cond.reason == "Retrying" and "starts in 5s from the latest checkpoint" in cond.message
-    assert decision.requeue_after == pytest.approx(5)
 
 
 def test_backoff_grows_and_is_capped() -> None:

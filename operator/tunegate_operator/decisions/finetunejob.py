@@ -114,7 +114,6 @@ class Decision:
     status: Mapping[str, Any]  # fields besides phase and conditions
     actions: tuple[Action, ...] = ()
     events: tuple[Event, ...] = ()
-    requeue_after: float | None = None
 
 
 def _parse_time(value: object) -> datetime | None:
@@ -221,7 +220,6 @@ def decide(
             or audited.phase == "Failed"
             or any(e.type == "Warning" for e in audited.events)
             else (),
-            requeue_after=audited.requeue_after,
         )
     audit_cond, audit_status = audited
     base_status["audit"] = audit_status
@@ -303,7 +301,6 @@ def decide(
             events=(Event("Warning", "AttemptFailed", message),)
             if _condition_reason(status, "Training") != "Retrying"
             else (),
-            requeue_after=(due - now).total_seconds(),
         )
     return _start_attempt(
         spec, observed, attempts + 1, base_status=base_status, conditions=conditions, start=start
@@ -351,7 +348,6 @@ def _succeeded(
             "completionTime": rfc3339(observed.now),
         },
         events=(Event("Normal", "Succeeded", message),),
-        requeue_after=_ttl_delay(spec),
     )
 
 
@@ -393,7 +389,6 @@ def _waiting_or_failed(
         conditions=(Cond("Validated", "False", blocking.reason, blocking.message),),
         status=base_status,
         events=() if seen else (Event("Warning", blocking.reason, blocking.message),),
-        requeue_after=30.0,
     )
 
 
@@ -516,11 +511,6 @@ def _audit_state(
     )
 
 
-def _ttl_delay(spec: FineTuneJobSpec) -> float | None:
-    ttl = spec.run_policy.ttl_seconds_after_finished
-    return float(ttl) if ttl is not None else None
-
-
 def _terminal(spec: FineTuneJobSpec, observed: Observed, phase: Phase) -> Decision:
     """Finished: only the TTL clean-up of children is left."""
     keep = tuple(
@@ -544,5 +534,4 @@ def _terminal(spec: FineTuneJobSpec, observed: Observed, phase: Phase) -> Decisi
         phase=phase,
         conditions=keep,
         status={},
-        requeue_after=(due - observed.now).total_seconds(),
     )
