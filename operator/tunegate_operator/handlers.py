@@ -24,10 +24,10 @@ from tunegate_operator import metrics
 from tunegate_operator.api.common import GROUP, VERSION
 from tunegate_operator.builders.eval_job import GATE_LABEL
 from tunegate_operator.builders.jobs import FTJ_LABEL
-from tunegate_operator.decisions.finetunejob import Event
+from tunegate_operator.decisions.vocabulary import Event
 from tunegate_operator.k8s_io import Kube
-from tunegate_operator.reconcile import reconcile
-from tunegate_operator.reconcile_gate import reconcile_gate
+from tunegate_operator.reconcile_evalgate import reconcile_evalgate
+from tunegate_operator.reconcile_finetunejob import reconcile_finetunejob
 from tunegate_operator.s3_io import StorageError
 from tunegate_operator.settings import Settings, load_settings
 
@@ -122,7 +122,9 @@ def _run(body: kopf.Body | dict[str, Any]) -> None:
             metrics.PHASES.forget(uid)
             return
         with _reported_failures("FineTuneJob", fresh):
-            outcome = reconcile(fresh, kube=kube, settings=_settings(), emit=_emitter(fresh))
+            outcome = reconcile_finetunejob(
+                fresh, kube=kube, settings=_settings(), emit=_emitter(fresh)
+            )
             metrics.PHASES.set(uid, outcome.decision.phase)
             _log_transition(
                 "finetunejob", fresh["metadata"], outcome.previous_phase, outcome.decision.phase
@@ -168,7 +170,9 @@ def _run_gate(namespace: str, name: str, uid: str) -> None:
         if fresh is None or fresh["metadata"].get("deletionTimestamp"):
             return
         with _reported_failures("EvalGate", fresh):
-            outcome = reconcile_gate(fresh, kube=kube, settings=_settings(), emit=_emitter(fresh))
+            outcome = reconcile_evalgate(
+                fresh, kube=kube, settings=_settings(), emit=_emitter(fresh)
+            )
             reason = (outcome.decision.status.get("decision") or {}).get("reason", "")
             _log_transition(
                 "evalgate",

@@ -13,9 +13,9 @@ from kubernetes.client import ApiException
 
 from tunegate_operator.api.common import GPU_RESOURCE, GROUP, VERSION
 from tunegate_operator.builders.jobs import ATTEMPT_LABEL, COMPONENT_LABEL, FTJ_LABEL, Names
-from tunegate_operator.decisions.finetunejob import JobView
 from tunegate_operator.decisions.pod_failure import describe_pod_failure
 from tunegate_operator.decisions.preflight import NodeView
+from tunegate_operator.decisions.vocabulary import JobView
 
 log = logging.getLogger(__name__)
 

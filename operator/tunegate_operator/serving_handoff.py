@@ -9,8 +9,8 @@ from typing import Any
 
 from tunegate_operator.api.evalgate import PromotionSpec
 from tunegate_operator.decisions.conditions import Cond, rfc3339
-from tunegate_operator.decisions.finetunejob import Event
 from tunegate_operator.decisions.handoff import handoff_patches, handoff_values
+from tunegate_operator.decisions.vocabulary import Event
 from tunegate_operator.k8s_io import HandoffError, Kube
 from tunegate_operator.promotion import Promoted
 

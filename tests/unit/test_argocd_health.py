@@ -13,7 +13,7 @@ from test_finetunejob_decisions import PASSED, failed, observed, spec
 
 from tunegate_operator.api.evalgate import Phase as GatePhase
 from tunegate_operator.api.finetunejob import Phase as JobPhase
-from tunegate_operator.decisions.finetunejob import decide
+from tunegate_operator.decisions.finetunejob import decide_finetunejob
 from tunegate_operator.decisions.status_patch import desired_status
 
 ARGOCD = Path(__file__).resolve().parents[2] / "argocd"
@@ -30,7 +30,7 @@ def health(script: str, obj: dict[str, Any]) -> dict[str, str]:
 def failed_status() -> dict[str, Any]:
     """The status the operator writes when a run exhausts its retries (its own pure
     decision, so the check reads the conditions production really writes)."""
-    decision = decide(
+    decision = decide_finetunejob(
         spec(),
         observed(
             audit_report=PASSED,

@@ -17,14 +17,14 @@ from tunegate_operator.decisions.finetunejob import (
     CreateAuditJob,
     CreateTrainingJob,
     DeleteChildren,
-    JobView,
+    FineTuneJobObserved,
     ManifestSummary,
-    Observed,
     SetJobSuspended,
-    decide,
+    decide_finetunejob,
     retry_delay,
 )
 from tunegate_operator.decisions.preflight import PreflightResult, Problem
+from tunegate_operator.decisions.vocabulary import JobView
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 OK = PreflightResult(problems=(), plan=None, pool="p")
@@ -43,9 +43,9 @@ def spec(**overrides: Any) -> FineTuneJobSpec:
     return FineTuneJobSpec.model_validate(body)
 
 
-def observed(**fields: Any) -> Observed:
+def observed(**fields: Any) -> FineTuneJobObserved:
     defaults: dict[str, Any] = {"now": NOW, "generation": 1, "status": {}}
-    return Observed(**(defaults | fields))
+    return FineTuneJobObserved(**(defaults | fields))
 
 
 def running(name: str = "run-train-1", **fields: Any) -> JobView:
@@ -65,7 +65,7 @@ def failed(
     )
 
 
-CASES: list[tuple[str, FineTuneJobSpec, Observed, str, list[Any]]] = [
+CASES: list[tuple[str, FineTuneJobSpec, FineTuneJobObserved, str, list[Any]]] = [
     ("new run is audited first", spec(), observed(preflight=OK), "Auditing", [CreateAuditJob()]),
     (
         "audit running: nothing new",
@@ -279,15 +279,15 @@ CASES: list[tuple[str, FineTuneJobSpec, Observed, str, list[Any]]] = [
     ("case", "the_spec", "obs", "phase", "actions"), CASES, ids=[c[0] for c in CASES]
 )
 def test_decision_table(
-    case: str, the_spec: FineTuneJobSpec, obs: Observed, phase: str, actions: list[Any]
+    case: str, the_spec: FineTuneJobSpec, obs: FineTuneJobObserved, phase: str, actions: list[Any]
 ) -> None:
-    decision = decide(the_spec, obs, retry_base=10, retry_cap=300)
+    decision = decide_finetunejob(the_spec, obs, retry_base=10, retry_cap=300)
     assert decision.phase == phase
     assert list(decision.actions) == actions
 
 
 def test_failures_name_their_reason_and_cause() -> None:
-    decision = decide(
+    decision = decide_finetunejob(
         spec(),
         observed(
             audit_report=PASSED,
@@ -305,7 +305,7 @@ def test_failures_name_their_reason_and_cause() -> None:
 
 
 def test_retry_message_says_when_and_from_where() -> None:
-    decision = decide(
+    decision = decide_finetunejob(
         spec(),
         observed(audit_report=PASSED, train_jobs={1: failed("run-train-1", ago=5)}),
         retry_base=10,
@@ -320,7 +320,7 @@ def test_backoff_grows_and_is_capped() -> None:
 
 
 def test_progress_is_mapped_with_percent() -> None:
-    decision = decide(
+    decision = decide_finetunejob(
         spec(),
         observed(
             audit_report=PASSED,
@@ -347,11 +347,11 @@ def test_progress_is_mapped_with_percent() -> None:
 
 
 def test_transition_events_are_not_repeated_while_the_phase_holds() -> None:
-    first = decide(
+    first = decide_finetunejob(
         spec(),
         observed(audit_report=PASSED, train_jobs={1: running()}, status={"phase": "Suspended"}),
     )
-    again = decide(
+    again = decide_finetunejob(
         spec(),
         observed(audit_report=PASSED, train_jobs={1: running()}, status={"phase": "Training"}),
     )
@@ -376,7 +376,7 @@ def test_decisions_are_deterministic_and_never_create_two_attempts(
     )
     the_spec = spec(runPolicy={"backoffLimit": backoff_limit, "suspend": suspended})
     obs = observed(audit_report=PASSED, train_jobs=jobs)
-    first, second = decide(the_spec, obs), decide(the_spec, replace(obs))
+    first, second = decide_finetunejob(the_spec, obs), decide_finetunejob(the_spec, replace(obs))
     assert first == second
     creates = [a for a in first.actions if isinstance(a, CreateTrainingJob)]
     assert len(creates) <= 1

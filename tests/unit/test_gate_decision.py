@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 from tunegate_operator.decisions.gate import (
     GateInputError,
     SuiteScores,
-    decide_gate,
     judge_suite,
+    judge_suites,
 )
 
 
@@ -84,15 +84,15 @@ def test_overall_verdict_is_the_worst_and_inconclusive_holds_or_fails() -> None:
     unsure = suite("retention", *paired(40, 0.7, 0.68), 0.02)
     bad = suite("safety", *paired(500, 0.95, 0.3), 0.0)
     assert (
-        decide_gate([good], confidence=0.95, samples=500, on_inconclusive="hold").outcome
+        judge_suites([good], confidence=0.95, samples=500, on_inconclusive="hold").outcome
         == "Promote"
     )
-    held = decide_gate([good, unsure], confidence=0.95, samples=500, on_inconclusive="hold")
+    held = judge_suites([good, unsure], confidence=0.95, samples=500, on_inconclusive="hold")
     assert (held.verdict, held.outcome) == ("Inconclusive", "Hold")
     assert "retention" in held.reason
-    failed = decide_gate([good, unsure], confidence=0.95, samples=500, on_inconclusive="fail")
+    failed = judge_suites([good, unsure], confidence=0.95, samples=500, on_inconclusive="fail")
     assert failed.outcome == "Reject"
-    rejected = decide_gate(
+    rejected = judge_suites(
         [good, unsure, bad], confidence=0.95, samples=500, on_inconclusive="hold"
     )
     assert (rejected.verdict, rejected.outcome) == ("Fail", "Reject")
@@ -135,7 +135,7 @@ def test_nothing_is_promoted_without_every_suite_passing(
         n = min(len(base), len(candidate))
         metric = "kl" if role == "drift" else "refusal" if role == "safety" else "exactMatch"
         suites.append(suite(role, base[:n], candidate[:n], threshold or 0.01, metric))
-    decision = decide_gate(
+    decision = judge_suites(
         suites, confidence=confidence, samples=200, on_inconclusive=on_inconclusive
     )  # type: ignore[arg-type]
     if decision.outcome == "Promote":

@@ -23,13 +23,12 @@ from tunegate_operator.builders.quantities import GIB, quantity_value
 from tunegate_operator.builders.trainer_config import RunRef, trainer_config
 from tunegate_operator.decisions.finetunejob import (
     DISRUPTED_REASON,
-    POD_CREATION_FAILED,
     CreateTrainingJob,
-    JobView,
-    Observed,
-    decide,
+    FineTuneJobObserved,
+    decide_finetunejob,
 )
 from tunegate_operator.decisions.preflight import PreflightInputs, preflight
+from tunegate_operator.decisions.vocabulary import POD_CREATION_FAILED, JobView
 from tunegate_operator.settings import load_settings
 from tunegate_trainer.evaluate import placement
 from tunegate_trainer.modeling import fetch_once
@@ -145,8 +144,8 @@ def test_training_jobs_fail_disrupted_pods_with_a_reason_the_operator_recognises
     assert rules[0]["onPodConditions"] == [{"type": "DisruptionTarget"}]
 
 
-def _observed(train_jobs: dict[int, JobView]) -> Observed:
-    return Observed(
+def _observed(train_jobs: dict[int, JobView]) -> FineTuneJobObserved:
+    return FineTuneJobObserved(
         now=NOW,
         generation=1,
         status={
@@ -172,13 +171,13 @@ def _failed(name: str, reason: str) -> JobView:
 def test_disrupted_attempts_restart_at_once_and_do_not_use_up_the_backoff_limit() -> None:
     spec = _ftj(runPolicy={"backoffLimit": 0}, audit={"mode": "off"})
     disrupted = {n: _failed(f"run-train-{n}", DISRUPTED_REASON) for n in (1, 2, 3)}
-    decision = decide(spec, _observed(disrupted))
+    decision = decide_finetunejob(spec, _observed(disrupted))
     assert decision.phase == "Training"
     assert decision.actions == (CreateTrainingJob(4, None, suspend=False),)
     assert decision.events[0].reason == "AttemptDisrupted"
     # One real failure still ends a run with backoffLimit 0.
     failed = {**disrupted, 4: _failed("run-train-4", "BackoffLimitExceeded")}
-    assert decide(spec, _observed(failed)).phase == "Failed"
+    assert decide_finetunejob(spec, _observed(failed)).phase == "Failed"
 
 
 def test_the_operators_s3_region_applies_when_a_resource_names_none() -> None:
@@ -272,20 +271,20 @@ def test_local_ranks_download_once_and_wait_for_the_copy(tmp_path: Path) -> None
 def test_a_refused_pod_becomes_a_condition_quoting_the_api_server() -> None:
     refusal = 'pods "run-audit-x" is forbidden: exceeded quota: no-pods, limited: pods=0'
     spec = _ftj()
-    auditing = Observed(
+    auditing = FineTuneJobObserved(
         now=NOW,
         generation=1,
         status={"phase": "Auditing"},
         audit_job=JobView(name="run-audit", create_error=refusal),
     )
-    decision = decide(spec, auditing)
+    decision = decide_finetunejob(spec, auditing)
     audited = next(c for c in decision.conditions if c.type == "Audited")
     assert (audited.reason, decision.phase) == (POD_CREATION_FAILED, "Auditing")
     assert refusal in audited.message and "run-audit" in audited.message
     assert [e.reason for e in decision.events] == [POD_CREATION_FAILED]
 
     training = _observed({1: JobView(name="run-train-1", create_error=refusal)})
-    decision = decide(_ftj(audit={"mode": "off"}), training)
+    decision = decide_finetunejob(_ftj(audit={"mode": "off"}), training)
     trained = next(c for c in decision.conditions if c.type == "Training")
     assert (trained.status, trained.reason) == ("False", POD_CREATION_FAILED)
     assert refusal in trained.message and not decision.actions

@@ -12,9 +12,9 @@ from gate_specs import gate_spec
 from tunegate_operator.api.evalgate import EvalGateSpec, ReevaluateSpec
 from tunegate_operator.builders.eval_job import Candidate, GateRef, eval_job_name, results_uri
 from tunegate_operator.decisions.evalgate_actions import RollBack, StartRound
-from tunegate_operator.decisions.finetunejob import JobView
 from tunegate_operator.decisions.reevaluation import ReevalObserved, decide_reevaluation
-from tunegate_operator.reconcile_reevaluation import served_candidate
+from tunegate_operator.decisions.vocabulary import JobView
+from tunegate_operator.reevaluation_io import served_candidate
 
 PROMOTED_AT = datetime(2026, 3, 1, 10, 30, tzinfo=UTC)
 SHA = "cd" * 32

@@ -277,7 +277,7 @@ class SuiteResult(ApiModel):
     """Items evaluated."""
 
 
-class Decision(ApiModel):
+class DecisionStatus(ApiModel):
     """The gate's overall outcome."""
 
     verdict: Literal["Pass", "Fail", "Inconclusive", "Error"]
@@ -364,7 +364,7 @@ class EvalGateStatus(ApiModel):
     """Standard conditions."""
     results: list[SuiteResult] = Field(default=[])
     """Per-suite comparison."""
-    decision: Decision | None = None
+    decision: DecisionStatus | None = None
     """Overall verdict and reason."""
     summary: Summary | None = None
     """Headline deltas."""

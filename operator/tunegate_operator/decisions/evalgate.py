@@ -1,348 +1,229 @@
-"""The EvalGate state machine (pure): candidate -> eval Job -> verdict -> promotion.
+"""One EvalGate reconcile, decided (pure: no I/O here): the verdict and promotion
+(decisions.verdict), the scheduled re-evaluation (decisions.reevaluation), the
+hand-off to serving, the report, and the rules that carry a gate's state from one
+pass to the next.
 
-Promotion is an action the decision asks for only when the verdict is Pass (and,
-in manual mode, the approval annotation is set); Fail, Inconclusive and errors
-never promote.
+The I/O shell (reconcile_evalgate) runs the actions. What they change comes back as an
+observation on the next pass: a promotion or rollback moves the pointer, which the
+next pass reads. Only outcomes nothing else records are folded into this pass's
+status, by the pure `promotion_failed`, `rollback_failed` and `handed_off` below.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime
 from typing import Any
 
-from tunegate_operator.api.evalgate import EvalGateSpec, Phase, Verdict
-from tunegate_operator.builders.eval_job import Candidate
-from tunegate_operator.decisions.conditions import Cond, rfc3339
+from tunegate_operator.api.evalgate import EvalGateSpec
+from tunegate_operator.decisions.conditions import Cond
 from tunegate_operator.decisions.evalgate_actions import (
-    CreateEvalJob,
     EvalGateDecision,
-    Promote,
+    HandOff,
+    PublishReport,
 )
-from tunegate_operator.decisions.finetunejob import (
-    POD_CREATION_FAILED,
-    Event,
-    JobView,
-    pod_creation_problem,
+from tunegate_operator.decisions.handoff import handoff_due
+from tunegate_operator.decisions.promotion_record import (
+    Promoted,
+    promoted_of,
+    rolled_back_sha256,
 )
-from tunegate_operator.decisions.gate import (
-    GateDecision,
-    GateInputError,
-    Outcome,
-    SuiteScores,
-    decide_gate,
+from tunegate_operator.decisions.reevaluation import (
+    ReevalObserved,
+    decide_reevaluation,
+    parse_stamp,
 )
-
-APPROVE_ANNOTATION = "tunegate.dev/approve"
+from tunegate_operator.decisions.verdict import VerdictObserved, decide_verdict, describe
+from tunegate_operator.decisions.vocabulary import Event, JobView
 
 
 @dataclass(frozen=True)
-class CandidateProblem:
-    waiting: bool
-    reason: str
-    message: str
+class GateObserved:
+    verdict: VerdictObserved  # what the verdict and promotion decide on
+    pointer: Mapping[str, Any] | None = None  # promotion.json as read
+    round_job: JobView | None = None  # the active re-evaluation round's Job
+    round_results: Mapping[str, Any] | None = None  # and its results.json
+    report_uri: str | None = None  # where this candidate's report is published
+    adapter_uri: str | None = None  # the candidate's adapter (None: no candidate yet)
 
 
-@dataclass(frozen=True)
-class Observed:
-    now: datetime
-    generation: int
-    status: Mapping[str, Any]
-    annotations: Mapping[str, str]
-    candidate: Candidate | CandidateProblem
-    eval_job: JobView | None = None
-    results: Mapping[str, Any] | None = None  # the eval command's results.json
-    promoted_sha256: str | None = None  # what promotion.uri serves now, if this candidate
-    superseded_by: str | None = None  # promotion.uri moved on from this candidate to that
-    recorded: bool = False  # the status holds this generation's verdict on this candidate
+def decide_evalgate(spec: EvalGateSpec, observed: GateObserved) -> EvalGateDecision:
+    facts = observed.verdict
+    status, generation = facts.status, facts.generation
+    served = promoted_of(observed.pointer or {})
+    decision = decide_verdict(spec, facts)
+    if promotion_refused(status, generation) and decision.actions:
+        # Not retried every few seconds: the spec must change (new generation) first.
+        decision = EvalGateDecision("Failed", conditions_of(status), decision.status)
+    restored_over = _rolled_back_here(status, generation, observed)
+    if restored_over is not None:
+        decision = _rolled_back(decision, status, served, restored_over)
+    elif decision.phase == "Promoted":
+        decision = _promoted(spec, observed, decision, served)
+    decision = _with_handoff(spec, decision, status, served)
+    return _with_report(decision, status, observed.report_uri)
 
 
-def verdict_recorded(status: Mapping[str, Any], generation: int, candidate: Candidate) -> bool:
-    """A settled gate: its status already judges this candidate at this generation, so
-    results are not read nor bootstrapped again (until the spec or candidate changes)."""
-    decision = status.get("decision") or {}
+def conditions_of(status: Mapping[str, Any]) -> tuple[Cond, ...]:
+    return tuple(
+        Cond(str(c["type"]), c["status"], str(c.get("reason", "")), str(c.get("message", "")))
+        for c in status.get("conditions") or []
+    )
+
+
+def promotion_refused(status: Mapping[str, Any], generation: int) -> bool:
+    """This generation's promotion failed verification: it stays Failed."""
     return (
-        status.get("observedGeneration") == generation
-        and decision.get("judged") == candidate.identity
-        and decision.get("verdict") in ("Pass", "Fail", "Inconclusive")
-        and bool(status.get("results"))
+        status.get("phase") == "Failed"
+        and status.get("observedGeneration") == generation
+        and any(
+            c.get("type") == "Promoted" and c.get("reason") == "PromotionFailed"
+            for c in status.get("conditions") or []
+        )
     )
 
 
-@dataclass(frozen=True)
-class Judgement:
-    verdict: Verdict
-    outcome: Outcome
-    reason: str
-    status: dict[str, Any]  # results, summary, decision
+def _rolled_back_here(
+    status: Mapping[str, Any], generation: int, observed: GateObserved
+) -> str | None:
+    """The digest this gate's candidate had, when a re-evaluation of this generation
+    rolled it back (the pointer lists it under rolledBack); None otherwise. A new
+    generation starts over: the rolled-back candidate is then only Superseded."""
+    if status.get("observedGeneration") != generation or observed.adapter_uri is None:
+        return None
+    failed = rolled_back_sha256(observed.pointer or {}, observed.adapter_uri)
+    if status.get("phase") == "RolledBack":
+        return failed or str((status.get("promoted") or {}).get("previous") or "")
+    if status.get("phase") == "Promoted" and failed:
+        return failed
+    return None
 
 
-def suite_scores(spec: EvalGateSpec, results: Mapping[str, Any]) -> list[SuiteScores]:
-    """Pair the spec's suites with the eval command's per-item scores."""
-    by_name = {s["name"]: s for s in results.get("suites", [])}
-    scores = []
-    for suite in spec.suites:
-        if suite.name not in by_name:
-            raise GateInputError(f"results have no suite {suite.name!r}")
-        row = by_name[suite.name]
-        threshold = {"target": suite.min_improvement, "drift": suite.max_kl}.get(
-            suite.role, suite.max_regression
-        )
-        scores.append(
-            SuiteScores(
-                suite.name,
-                suite.role,
-                suite.metric,
-                row.get("base", []),
-                row["candidate"],
-                float(threshold or 0.0),
-            )
-        )
-    return scores
-
-
-def judge(spec: EvalGateSpec, results: Mapping[str, Any], *, seed: int = 0) -> GateDecision:
-    """The spec's verdict on one results.json (raises GateInputError when unjudgeable)."""
-    return decide_gate(
-        suite_scores(spec, results),
-        confidence=spec.confidence,
-        samples=spec.bootstrap_samples,
-        on_inconclusive=spec.on_inconclusive,
-        seed=seed,
-    )
-
-
-def _rows(decision: GateDecision) -> list[dict[str, Any]]:
-    rows = []
-    for r in decision.results:
-        row: dict[str, Any] = {
-            "suite": r.suite,
-            "role": r.role,
-            "metric": r.metric,
-            "candidate": round(r.candidate, 4),
-            "delta": round(r.delta, 4),
-            "interval": {"low": round(r.low, 4), "high": round(r.high, 4)},
-            "threshold": r.threshold,
-            "verdict": r.verdict,
-            "items": r.items,
-        }
-        if r.base is not None:  # drift has no base score: KL is itself the comparison
-            row["base"] = round(r.base, 4)
-        rows.append(row)
-    return rows
-
-
-def _summary(decision: GateDecision) -> dict[str, float]:
-    summary: dict[str, float] = {}
-    for key, role in (("targetDelta", "target"), ("retentionDelta", "retention"), ("kl", "drift")):
-        first = next((r for r in decision.results if r.role == role), None)
-        if first is not None:
-            summary[key] = round(first.delta, 4)
-    return summary
-
-
-def _stamp(moment: datetime) -> str:
-    return rfc3339(moment)
-
-
-def decide_verdict(
-    spec: EvalGateSpec, observed: Observed, *, samples_seed: int = 0
+def _rolled_back(
+    decision: EvalGateDecision, status: Mapping[str, Any], served: Promoted | None, failed: str
 ) -> EvalGateDecision:
-    """The verdict and whether to promote. Events mark transitions: they are kept only
-    when the phase changes."""
-    decision = _decide(spec, observed, samples_seed=samples_seed)
-    if decision.phase == observed.status.get("phase"):
-        return replace(decision, events=())
-    return decision
+    reevaluation = status.get("reevaluation") or {}
+    kept = [c for c in decision.conditions if c.type not in ("Promoted", "Reevaluated")]
+    reason = str(reevaluation.get("lastReason") or "a scheduled re-evaluation failed")
+    kept.append(Cond("Promoted", "False", "RolledBack", reason))
+    kept.extend(c for c in conditions_of(status) if c.type == "Reevaluated")
+    new_status = {**decision.status, "reevaluation": reevaluation}
+    events: tuple[Event, ...] = ()
+    if status.get("phase") != "RolledBack" and served is not None:
+        new_status["promoted"] = replace(served, previous=failed).status()
+        message = f"{served.uri} serves {served.sha256[:12]} again (replaced {failed[:12]})"
+        events = (Event("Warning", "RolledBack", message),)
+    return EvalGateDecision("RolledBack", tuple(kept), new_status, events=events)
 
 
-def _decide(spec: EvalGateSpec, observed: Observed, *, samples_seed: int) -> EvalGateDecision:
-    candidate = observed.candidate
-    if isinstance(candidate, CandidateProblem):
-        phase: Phase = "WaitingForCandidate" if candidate.waiting else "Failed"
-        return EvalGateDecision(
-            phase,
-            (Cond("CandidateReady", "False", candidate.reason, candidate.message),),
-            events=(
-                Event(
-                    "Warning" if not candidate.waiting else "Normal",
-                    candidate.reason,
-                    candidate.message,
-                ),
-            ),
-        )
-    ready = Cond("CandidateReady", "True", "Ready", f"judging {candidate.source}")
-
-    if observed.results is None and not observed.recorded:
-        job = observed.eval_job
-        if job is not None and job.finished is not None:
-            message = (
-                f"the eval job failed: {job.message or job.reason}"
-                if job.finished == "Failed"
-                else "the eval job succeeded but wrote no results"
-            )
-            return EvalGateDecision(
-                "Failed",
-                (ready, Cond("Evaluated", "False", "EvalError", message)),
-                status={
-                    "decision": {
-                        "verdict": "Error",
-                        "reason": message,
-                        "decidedAt": _stamp(observed.now),
-                    }
-                },
-                events=(Event("Warning", "EvalError", message),),
-            )
-        refused = pod_creation_problem(job, "eval")
-        if refused:
-            return EvalGateDecision(
-                "Evaluating",
-                (ready, Cond("Evaluated", "Unknown", POD_CREATION_FAILED, refused)),
-                events=(Event("Warning", POD_CREATION_FAILED, refused),),
-            )
-        return EvalGateDecision(
-            "Evaluating",
-            (
-                ready,
-                Cond(
-                    "Evaluated",
-                    "Unknown",
-                    "Evaluating",
-                    "scoring base and candidate on every suite",
-                ),
-            ),
-            actions=() if job is not None else (CreateEvalJob(),),
-            events=(Event("Normal", "Evaluating", "eval job started"),),
-        )
-
-    judged = _judgement(spec, observed, candidate, samples_seed=samples_seed)
-    if not isinstance(judged, Judgement):
-        return replace(judged, conditions=(ready, *judged.conditions))
-    status = judged.status
-    evaluated = Cond("Evaluated", "True", judged.verdict, judged.reason)
-    if judged.outcome != "Promote":
-        phase = "Held" if judged.outcome == "Hold" else "Rejected"
-        held = Cond(
-            "Promoted",
-            "False",
-            judged.verdict,
-            f"not promoted: {judged.reason}; the current version stays",
-        )
-        return EvalGateDecision(
-            phase,
-            (ready, evaluated, held),
-            status=status,
-            events=(Event("Warning", judged.verdict, judged.reason),),
-        )
-    if spec.promotion is None:
-        return EvalGateDecision(
-            "Passed",
-            (
-                ready,
-                evaluated,
-                Cond(
-                    "Promoted", "False", "NoPromotion", "spec.promotion is not set: reported only"
-                ),
-            ),
-            status=status,
-            events=(Event("Normal", "Pass", judged.reason),),
-        )
-    approved = observed.annotations.get(APPROVE_ANNOTATION, "").lower() == "true"
-    if spec.promotion.mode == "manual" and not approved:
-        message = (
-            f"Pass; waiting for approval: kubectl annotate evalgate <name> "
-            f"{APPROVE_ANNOTATION}=true"
-        )
-        return EvalGateDecision(
-            "AwaitingApproval",
-            (ready, evaluated, Cond("Promoted", "False", "AwaitingApproval", message)),
-            status=status,
-            events=(Event("Normal", "AwaitingApproval", message),),
-        )
-    if observed.superseded_by is not None:
-        message = (
-            f"{spec.promotion.uri} has since been given {observed.superseded_by}; "
-            f"{candidate.source} is kept in its history and not promoted again"
-        )
-        return EvalGateDecision(
-            "Superseded",
-            (ready, evaluated, Cond("Promoted", "False", "Superseded", message)),
-            status=status,
-            events=(Event("Normal", "Superseded", message),),
-        )
-    if observed.promoted_sha256 is not None and candidate.sha256 in (
-        None,
-        observed.promoted_sha256,
-    ):
-        message = (
-            f"{spec.promotion.uri} serves {candidate.source} "
-            f"(sha256 {observed.promoted_sha256[:12]})"
-        )
-        return EvalGateDecision(
-            "Promoted",
-            (ready, evaluated, Cond("Promoted", "True", "Promoted", message)),
-            status=status,
-            events=(Event("Normal", "Promoted", message),),
-        )
-    return EvalGateDecision(
-        "AwaitingApproval" if spec.promotion.mode == "manual" else "Evaluating",
-        (
-            ready,
-            evaluated,
-            Cond(
-                "Promoted", "Unknown", "Promoting", f"copying the adapter to {spec.promotion.uri}"
-            ),
+def _promoted(
+    spec: EvalGateSpec, observed: GateObserved, decision: EvalGateDecision, served: Promoted | None
+) -> EvalGateDecision:
+    """Promoted: the status mirrors the pointer (also after a crash between the pointer
+    and the status write), and a scheduled re-evaluation runs its course."""
+    status = observed.verdict.status
+    new_status = dict(decision.status)
+    if served is not None:
+        new_status["promoted"] = served.status()
+    if spec.reevaluate is None or spec.promotion is None:
+        return replace(decision, status=new_status)
+    promoted_at = (status.get("promoted") or {}).get("at") or (served.at if served else "")
+    round_decision = decide_reevaluation(
+        spec,
+        spec.reevaluate,
+        ReevalObserved(
+            now=observed.verdict.now,
+            state=status.get("reevaluation") or {},
+            promoted_at=parse_stamp(promoted_at) if promoted_at else observed.verdict.now,
+            served_sha256=served.sha256 if served else None,
+            job=observed.round_job,
+            results=observed.round_results,
         ),
-        status=status,
-        actions=(Promote(candidate),),
+    )
+    new_status["reevaluation"] = round_decision.state
+    # Between transitions the round has no condition to say: the last one stays.
+    said = (round_decision.condition,) if round_decision.condition else ()
+    kept = said or tuple(c for c in conditions_of(status) if c.type == "Reevaluated")
+    return EvalGateDecision(
+        decision.phase,
+        (*decision.conditions, *kept),
+        new_status,
+        actions=(*decision.actions, *round_decision.actions),
+        events=(*decision.events, *round_decision.events),
     )
 
 
-def _judgement(
-    spec: EvalGateSpec, observed: Observed, candidate: Candidate, *, samples_seed: int
-) -> Judgement | EvalGateDecision:
-    """The verdict: as recorded in the status for a settled judged, else computed from the
-    results (an EvalGateDecision when they cannot be judged)."""
-    if observed.recorded:
-        recorded = observed.status["decision"]
-        verdict = recorded["verdict"]
-        outcome: Outcome = "Hold"
-        if verdict == "Pass":
-            outcome = "Promote"
-        elif verdict == "Fail" or spec.on_inconclusive == "fail":
-            outcome = "Reject"
-        kept = {k: observed.status[k] for k in ("results", "summary", "decision")}
-        return Judgement(verdict, outcome, str(recorded.get("reason", "")), kept)
-    assert observed.results is not None
-    try:
-        judged = judge(spec, observed.results, seed=samples_seed)
-    except GateInputError as exc:
-        message = f"results cannot be judged: {exc}"
-        return EvalGateDecision(
-            "Failed",
-            (Cond("Evaluated", "False", "EvalError", message),),
-            status={"decision": {"verdict": "Error", "reason": message}},
-            events=(Event("Warning", "EvalError", message),),
-        )
-    status: dict[str, Any] = {
-        "results": _rows(judged),
-        "summary": _summary(judged),
-        "decision": {
-            "verdict": judged.verdict,
-            "reason": judged.reason,
-            "decidedAt": (observed.status.get("decision") or {}).get("decidedAt")
-            or _stamp(observed.now),
-            "judged": candidate.identity,
-        },
-    }
-    return Judgement(judged.verdict, judged.outcome, judged.reason, status)
+def _with_handoff(
+    spec: EvalGateSpec,
+    decision: EvalGateDecision,
+    status: Mapping[str, Any],
+    served: Promoted | None,
+) -> EvalGateDecision:
+    promotion = spec.promotion
+    if promotion is None or served is None or not (promotion.config_map or promotion.handoff):
+        return decision
+    promoted = decision.status.get("promoted") or status.get("promoted") or {}
+    handed = (status.get("handoff") or {}).get("sha256")
+    if not handoff_due(decision.phase, promoted.get("sha256"), served.sha256, handed):
+        return decision
+    return replace(decision, actions=(*decision.actions, HandOff(served)))
 
 
-def describe(results: Sequence[Mapping[str, Any]]) -> str:
-    """The per-suite table, as `kubectl describe` readers want it in an event."""
-    return "; ".join(
-        f"{r['suite']} {r['verdict']} Δ{r['delta']:+.3f} "
-        f"[{r['interval']['low']:+.3f}, {r['interval']['high']:+.3f}]"
-        for r in results
+def _with_report(
+    decision: EvalGateDecision, status: Mapping[str, Any], report_uri: str | None
+) -> EvalGateDecision:
+    """With results: the report is published once, and the per-suite table is an event
+    when the phase changes."""
+    if "results" not in decision.status:
+        return decision
+    events = decision.events
+    if status.get("phase") != decision.phase:
+        table = describe(decision.status["results"])[:1000]
+        events = (*events, Event("Normal", "Results", table))
+    actions = decision.actions
+    new_status = dict(decision.status)
+    if report_uri is not None and status.get("report") != report_uri:
+        actions = (*actions, PublishReport(report_uri))
+        new_status["report"] = report_uri
+    return replace(decision, status=new_status, actions=actions, events=events)
+
+
+# --- outcomes of actions that nothing else records ---------------------------------
+
+
+def promotion_failed(decision: EvalGateDecision, message: str) -> EvalGateDecision:
+    """The version did not verify: the gate fails (and stays so, promotion_refused)."""
+    kept = tuple(c for c in decision.conditions if c.type != "Promoted")
+    return EvalGateDecision(
+        "Failed",
+        (*kept, Cond("Promoted", "False", "PromotionFailed", message)),
+        decision.status,
+        events=(*decision.events, Event("Warning", "PromotionFailed", message)),
     )
+
+
+def rollback_failed(decision: EvalGateDecision, message: str) -> EvalGateDecision:
+    said = f"rollback failed: {message}"
+    kept = tuple(c for c in decision.conditions if c.type != "Reevaluated")
+    return replace(
+        decision,
+        conditions=(*kept, Cond("Reevaluated", "False", "RollbackFailed", said)),
+        events=(*decision.events, Event("Warning", "RollbackFailed", said)),
+    )
+
+
+def handed_off(
+    decision: EvalGateDecision,
+    status: Mapping[str, Any],
+    *,
+    record: Mapping[str, Any] | None,
+    condition: Cond,
+    event: Event,
+) -> EvalGateDecision:
+    """Serving was told (record: the new status.handoff) or refused (record None: retried
+    next pass). A failure repeated every pass is reported once."""
+    before = next((c for c in conditions_of(status) if c.type == "HandedOff"), None)
+    kept = tuple(c for c in decision.conditions if c.type != "HandedOff")
+    new_status = {**decision.status, "handoff": record} if record else decision.status
+    events = decision.events if before == condition else (*decision.events, event)
+    return replace(decision, conditions=(*kept, condition), status=new_status, events=events)

@@ -1,5 +1,5 @@
 """What an EvalGate reconcile may decide to do, and the decision itself (pure: no I/O
-here). The I/O shell, reconcile_gate, runs each action."""
+here). The I/O shell, reconcile_evalgate, runs each action."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Any
 from tunegate_operator.api.evalgate import Phase
 from tunegate_operator.builders.eval_job import Candidate
 from tunegate_operator.decisions.conditions import Cond
-from tunegate_operator.decisions.finetunejob import Event
 from tunegate_operator.decisions.promotion_record import Promoted
+from tunegate_operator.decisions.vocabulary import Event
 
 
 @dataclass(frozen=True)

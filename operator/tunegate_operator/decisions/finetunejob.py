@@ -9,40 +9,20 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from tunegate_operator.api.finetunejob import FineTuneJobSpec
+from tunegate_operator.api.finetunejob import FineTuneJobSpec, Phase
 from tunegate_operator.decisions.conditions import Cond, rfc3339
 from tunegate_operator.decisions.preflight import PreflightResult, estimate_status
+from tunegate_operator.decisions.vocabulary import (
+    POD_CREATION_FAILED,
+    Event,
+    JobView,
+    pod_creation_problem,
+)
 
-Phase = Literal["Pending", "Auditing", "Training", "Succeeded", "Failed", "Suspended"]
 TERMINAL: tuple[Phase, ...] = ("Succeeded", "Failed")
 # The reason of a training Job failed by its only podFailurePolicy rule (a pod with the
 # DisruptionTarget condition: preempted, evicted, drained; builders/jobs.py).
 DISRUPTED_REASON = "PodFailurePolicy"
-POD_CREATION_FAILED = "PodCreationFailed"
-
-
-def pod_creation_problem(job: JobView | None, what: str) -> str | None:
-    """The API server's refusal of a child Job's pods, quoted for a condition."""
-    if job is None or not job.create_error:
-        return None
-    return f"the {what} Job {job.name} cannot create its pods: {job.create_error}"
-
-
-@dataclass(frozen=True)
-class JobView:
-    """What the operator needs to know about one child Job."""
-
-    name: str
-    active: int = 0
-    succeeded: int = 0
-    failed: int = 0
-    suspended: bool = False
-    finished: Literal["Complete", "Failed"] | None = None
-    reason: str = ""
-    message: str = ""
-    completion_time: datetime | None = None
-    # Why the Job cannot create its pods (quota, Pod Security, ...), while it has none.
-    create_error: str = ""
 
 
 @dataclass(frozen=True)
@@ -61,7 +41,7 @@ class ManifestSummary:
 
 
 @dataclass(frozen=True)
-class Observed:
+class FineTuneJobObserved:
     now: datetime
     generation: int
     status: Mapping[str, Any]
@@ -101,14 +81,7 @@ Action = CreateAuditJob | CreateTrainingJob | SetJobSuspended | DeleteChildren
 
 
 @dataclass(frozen=True)
-class Event:
-    type: Literal["Normal", "Warning"]
-    reason: str
-    message: str
-
-
-@dataclass(frozen=True)
-class Decision:
+class FineTuneJobDecision:
     phase: Phase
     conditions: tuple[Cond, ...]
     status: Mapping[str, Any]  # fields besides phase and conditions
@@ -148,8 +121,10 @@ def progress_status(progress: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _fail(reason: str, message: str, field_status: dict[str, Any], now: datetime) -> Decision:
-    return Decision(
+def _fail(
+    reason: str, message: str, field_status: dict[str, Any], now: datetime
+) -> FineTuneJobDecision:
+    return FineTuneJobDecision(
         phase="Failed",
         conditions=(
             Cond("Failed", "True", reason, message),
@@ -161,9 +136,13 @@ def _fail(reason: str, message: str, field_status: dict[str, Any], now: datetime
     )
 
 
-def decide(
-    spec: FineTuneJobSpec, observed: Observed, *, retry_base: float = 10.0, retry_cap: float = 300.0
-) -> Decision:
+def decide_finetunejob(
+    spec: FineTuneJobSpec,
+    observed: FineTuneJobObserved,
+    *,
+    retry_base: float = 10.0,
+    retry_cap: float = 300.0,
+) -> FineTuneJobDecision:
     status = observed.status
     now = observed.now
     phase: str | None = status.get("phase")
@@ -208,8 +187,8 @@ def decide(
 
     validated = Cond("Validated", "True", "Checked", "references, placement and GPU memory checked")
     audited = _audit_state(spec, observed)
-    if isinstance(audited, Decision):
-        return Decision(
+    if isinstance(audited, FineTuneJobDecision):
+        return FineTuneJobDecision(
             phase=audited.phase,
             conditions=(validated, *audited.conditions),
             status={**base_status, **audited.status},
@@ -238,7 +217,7 @@ def decide(
             running["progress"] = progress_status(observed.progress)
         refused = pod_creation_problem(latest, "training")
         if refused:
-            return Decision(
+            return FineTuneJobDecision(
                 phase="Training",
                 conditions=(*conditions, Cond("Training", "False", POD_CREATION_FAILED, refused)),
                 status=running,
@@ -247,7 +226,7 @@ def decide(
                 if _condition_reason(status, "Training") != POD_CREATION_FAILED
                 else (),
             )
-        return Decision(
+        return FineTuneJobDecision(
             phase="Training",
             conditions=(
                 *conditions,
@@ -294,7 +273,7 @@ def decide(
             f"attempt {attempts} failed: {why}; attempt {attempts + 1} starts in "
             f"{(due - now).total_seconds():.0f}s from the latest checkpoint"
         )
-        return Decision(
+        return FineTuneJobDecision(
             phase="Training",
             conditions=(*conditions, Cond("Training", "False", "Retrying", message)),
             status={**base_status, "attempts": attempts},
@@ -317,8 +296,11 @@ def counted_failures(train_jobs: Mapping[int, JobView]) -> int:
 
 
 def _succeeded(
-    spec: FineTuneJobSpec, observed: Observed, m: ManifestSummary, base_status: dict[str, Any]
-) -> Decision:
+    spec: FineTuneJobSpec,
+    observed: FineTuneJobObserved,
+    m: ManifestSummary,
+    base_status: dict[str, Any],
+) -> FineTuneJobDecision:
     """The manifest is written last, so its presence is what makes a run complete."""
     progress = dict(observed.status.get("progress") or {})
     if progress.get("totalSteps"):
@@ -328,7 +310,7 @@ def _succeeded(
         progress["loss"] = round(m.final_loss, 4)
     progress.pop("etaSeconds", None)
     message = f"adapter written to {m.uri} ({m.size_bytes} bytes, sha256 {m.sha256[:12]})"
-    return Decision(
+    return FineTuneJobDecision(
         phase="Succeeded",
         conditions=(
             Cond("Complete", "True", "ManifestWritten", message),
@@ -353,12 +335,12 @@ def _succeeded(
 
 def _suspended(
     latest: JobView | None, attempts: int, phase: str | None, base_status: dict[str, Any]
-) -> Decision:
+) -> FineTuneJobDecision:
     actions: list[Action] = []
     if latest and latest.finished is None and not latest.suspended:
         actions.append(SetJobSuspended(latest.name, True))
     message = "spec.runPolicy.suspend is true; training pods are stopped after a checkpoint"
-    return Decision(
+    return FineTuneJobDecision(
         phase="Suspended",
         conditions=(
             Cond("Suspended", "True", "SuspendedByUser", message),
@@ -371,8 +353,8 @@ def _suspended(
 
 
 def _waiting_or_failed(
-    result: PreflightResult, observed: Observed, base_status: dict[str, Any]
-) -> Decision | None:
+    result: PreflightResult, observed: FineTuneJobObserved, base_status: dict[str, Any]
+) -> FineTuneJobDecision | None:
     """None when nothing blocks; else Failed (final problem) or Pending (waiting)."""
     blocking = result.blocking
     estimate = estimate_status(result)
@@ -384,7 +366,7 @@ def _waiting_or_failed(
         return _fail(blocking.reason, blocking.message, base_status, observed.now)
     previous = {c.get("type"): c for c in observed.status.get("conditions") or []}
     seen = previous.get("Validated", {}).get("message") == blocking.message
-    return Decision(
+    return FineTuneJobDecision(
         phase="Pending",
         conditions=(Cond("Validated", "False", blocking.reason, blocking.message),),
         status=base_status,
@@ -410,14 +392,14 @@ def _condition_reason(status: Mapping[str, Any], kind: str) -> str | None:
 
 def _start_attempt(
     spec: FineTuneJobSpec,
-    observed: Observed,
+    observed: FineTuneJobObserved,
     attempt: int,
     *,
     base_status: dict[str, Any],
     conditions: tuple[Cond, ...],
     start: datetime | None,
     events: tuple[Event, ...] = (),
-) -> Decision:
+) -> FineTuneJobDecision:
     now = observed.now
     deadline = spec.run_policy.active_deadline_seconds
     remaining = None
@@ -427,7 +409,7 @@ def _start_attempt(
     message = f"attempt {attempt} scheduled" + (
         " (resuming from the latest checkpoint)" if attempt > 1 else ""
     )
-    return Decision(
+    return FineTuneJobDecision(
         phase="Training",
         conditions=(
             *conditions,
@@ -445,9 +427,9 @@ def _start_attempt(
 
 
 def _audit_state(
-    spec: FineTuneJobSpec, observed: Observed
-) -> Decision | tuple[Cond, dict[str, Any]]:
-    """Either a Decision that stops here (auditing, failed), or the audit outcome."""
+    spec: FineTuneJobSpec, observed: FineTuneJobObserved
+) -> FineTuneJobDecision | tuple[Cond, dict[str, Any]]:
+    """Either a FineTuneJobDecision that stops here (auditing, failed), or the audit outcome."""
     if spec.audit.mode == "off":
         return Cond("Audited", "True", "Skipped", "spec.audit.mode is off"), {"verdict": "Skipped"}
     report = observed.audit_report
@@ -461,7 +443,7 @@ def _audit_state(
                 {"audit": {"verdict": "Failed", "findings": findings}},
                 observed.now,
             )
-            return Decision(
+            return FineTuneJobDecision(
                 failed.phase,
                 (Cond("Audited", "False", "AuditFailed", message), *failed.conditions),
                 failed.status,
@@ -476,7 +458,7 @@ def _audit_state(
     if job is not None and job.finished == "Failed":
         message = f"the audit job failed: {job.message or job.reason}"
         failed = _fail("AuditError", message, {}, observed.now)
-        return Decision(
+        return FineTuneJobDecision(
             failed.phase,
             (Cond("Audited", "False", "AuditError", message), *failed.conditions),
             failed.status,
@@ -485,7 +467,7 @@ def _audit_state(
     if job is not None and job.finished == "Complete":
         message = "the audit job succeeded but wrote no report"
         failed = _fail("AuditError", message, {}, observed.now)
-        return Decision(
+        return FineTuneJobDecision(
             failed.phase,
             (Cond("Audited", "False", "AuditError", message), *failed.conditions),
             failed.status,
@@ -493,7 +475,7 @@ def _audit_state(
         )
     refused = pod_creation_problem(job, "audit")
     if refused:
-        return Decision(
+        return FineTuneJobDecision(
             phase="Auditing",
             conditions=(Cond("Audited", "Unknown", POD_CREATION_FAILED, refused),),
             status={},
@@ -502,7 +484,7 @@ def _audit_state(
             else (),
         )
     actions: tuple[Action, ...] = () if job is not None else (CreateAuditJob(),)
-    return Decision(
+    return FineTuneJobDecision(
         phase="Auditing",
         conditions=(Cond("Audited", "Unknown", "Auditing", "auditing the data on CPU"),),
         status={},
@@ -511,7 +493,9 @@ def _audit_state(
     )
 
 
-def _terminal(spec: FineTuneJobSpec, observed: Observed, phase: Phase) -> Decision:
+def _terminal(
+    spec: FineTuneJobSpec, observed: FineTuneJobObserved, phase: Phase
+) -> FineTuneJobDecision:
     """Finished: only the TTL clean-up of children is left."""
     keep = tuple(
         Cond(str(c["type"]), c["status"], str(c.get("reason", "")), str(c.get("message", "")))
@@ -520,17 +504,17 @@ def _terminal(spec: FineTuneJobSpec, observed: Observed, phase: Phase) -> Decisi
     ttl = spec.run_policy.ttl_seconds_after_finished
     finished = _parse_time(observed.status.get("completionTime"))
     if ttl is None or finished is None:
-        return Decision(phase=phase, conditions=keep, status={})
+        return FineTuneJobDecision(phase=phase, conditions=keep, status={})
     due = finished + timedelta(seconds=ttl)
     has_children = observed.audit_job is not None or bool(observed.train_jobs)
     if observed.now >= due:
-        return Decision(
+        return FineTuneJobDecision(
             phase=phase,
             conditions=keep,
             status={},
             actions=(DeleteChildren(),) if has_children else (),
         )
-    return Decision(
+    return FineTuneJobDecision(
         phase=phase,
         conditions=keep,
         status={},

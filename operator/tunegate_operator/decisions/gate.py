@@ -16,9 +16,8 @@ from typing import Literal
 
 import numpy as np
 
-Role = Literal["target", "retention", "drift", "safety"]
-Metric = Literal["multipleChoiceAccuracy", "exactMatch", "perplexity", "kl", "refusal"]
-Verdict = Literal["Pass", "Fail", "Inconclusive"]
+from tunegate_operator.api.evalgate import Metric, Role, Verdict
+
 Outcome = Literal["Promote", "Hold", "Reject"]
 _RANK: dict[Verdict, int] = {"Pass": 0, "Inconclusive": 1, "Fail": 2}
 
@@ -38,7 +37,7 @@ class SuiteScores:
 
 
 @dataclass(frozen=True)
-class SuiteResult:
+class SuiteVerdict:
     suite: str
     role: Role
     metric: Metric
@@ -53,11 +52,11 @@ class SuiteResult:
 
 
 @dataclass(frozen=True)
-class GateDecision:
+class GateVerdict:
     verdict: Verdict
     outcome: Outcome
     reason: str
-    results: tuple[SuiteResult, ...]
+    results: tuple[SuiteVerdict, ...]
 
 
 def bootstrap_interval(
@@ -78,7 +77,7 @@ def _lower_is_better(metric: Metric) -> bool:
 
 def judge_suite(
     scores: SuiteScores, *, confidence: float, samples: int, seed: int = 0
-) -> SuiteResult:
+) -> SuiteVerdict:
     candidate = np.asarray(scores.candidate, dtype=float)
     if candidate.size == 0:
         raise GateInputError(f"suite {scores.suite}: no items were scored")
@@ -94,7 +93,7 @@ def judge_suite(
             if low > scores.threshold
             else "Inconclusive"
         )
-        return SuiteResult(
+        return SuiteVerdict(
             scores.suite,
             scores.role,
             scores.metric,
@@ -122,7 +121,7 @@ def judge_suite(
     improvement = float(differences.mean())
     margin = scores.threshold if scores.role == "target" else -scores.threshold
     verdict = "Pass" if low >= margin else "Fail" if high < margin else "Inconclusive"
-    return SuiteResult(
+    return SuiteVerdict(
         scores.suite,
         scores.role,
         scores.metric,
@@ -137,14 +136,14 @@ def judge_suite(
     )
 
 
-def decide_gate(
+def judge_suites(
     suites: Sequence[SuiteScores],
     *,
     confidence: float,
     samples: int,
     on_inconclusive: Literal["hold", "fail"],
     seed: int = 0,
-) -> GateDecision:
+) -> GateVerdict:
     if not suites:
         raise GateInputError("no suites to judge")
     results = tuple(
@@ -153,12 +152,12 @@ def decide_gate(
     )
     worst = max(results, key=lambda r: _RANK[r.verdict])
     if worst.verdict == "Pass":
-        return GateDecision("Pass", "Promote", "every suite's interval clears its margin", results)
+        return GateVerdict("Pass", "Promote", "every suite's interval clears its margin", results)
     failing = [r for r in results if r.verdict == worst.verdict]
     names = ", ".join(f"{r.suite} ({r.role})" for r in failing)
     if worst.verdict == "Fail":
-        return GateDecision("Fail", "Reject", f"failed: {names}", results)
+        return GateVerdict("Fail", "Reject", f"failed: {names}", results)
     outcome: Outcome = "Reject" if on_inconclusive == "fail" else "Hold"
-    return GateDecision(
+    return GateVerdict(
         "Inconclusive", outcome, f"inconclusive at confidence {confidence}: {names}", results
     )

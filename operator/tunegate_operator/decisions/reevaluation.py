@@ -18,10 +18,10 @@ from croniter import croniter
 
 from tunegate_operator.api.evalgate import EvalGateSpec, ReevaluateSpec
 from tunegate_operator.decisions.conditions import RFC3339, Cond
-from tunegate_operator.decisions.evalgate import judge
 from tunegate_operator.decisions.evalgate_actions import RollBack, StartRound
-from tunegate_operator.decisions.finetunejob import Event, JobView
 from tunegate_operator.decisions.gate import GateInputError
+from tunegate_operator.decisions.verdict import judge_results
+from tunegate_operator.decisions.vocabulary import Event, JobView
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,7 @@ def _finish_round(
         reason = f"round {round_number}: the eval job failed: {job.message or job.reason}"
         return _error(state, observed, reason)
     try:
-        gate = judge(spec, observed.results)
+        gate = judge_results(spec, observed.results)
     except GateInputError as exc:
         reason = f"round {round_number}: results cannot be judged: {exc}"
         return _error(state, observed, reason)

@@ -19,7 +19,13 @@ from tunegate_operator.builders.eval_job import (
     results_uri,
 )
 from tunegate_operator.builders.job_envelope import trainer_service_account
-from tunegate_operator.decisions.evalgate import CandidateProblem, Observed, verdict_recorded
+from tunegate_operator.decisions.evalgate import (
+    GateObserved,
+    decide_evalgate,
+    handed_off,
+    promotion_failed,
+    rollback_failed,
+)
 from tunegate_operator.decisions.evalgate_actions import (
     CreateEvalJob,
     EvalGateDecision,
@@ -29,16 +35,10 @@ from tunegate_operator.decisions.evalgate_actions import (
     RollBack,
     StartRound,
 )
-from tunegate_operator.decisions.evalgate_reconcile import (
-    GateObserved,
-    decide_evalgate,
-    handed_off,
-    promotion_failed,
-    rollback_failed,
-)
-from tunegate_operator.decisions.finetunejob import Event
 from tunegate_operator.decisions.promotion_record import replaced_by, served_sha256_of
 from tunegate_operator.decisions.status_patch import desired_status, status_changed
+from tunegate_operator.decisions.verdict import CandidateProblem, VerdictObserved, verdict_recorded
+from tunegate_operator.decisions.vocabulary import Event
 from tunegate_operator.k8s_io import Kube
 from tunegate_operator.promotion import (
     PromotionError,
@@ -47,7 +47,7 @@ from tunegate_operator.promotion import (
     promote,
     roll_back,
 )
-from tunegate_operator.reconcile_reevaluation import observe_round, start_round
+from tunegate_operator.reevaluation_io import observe_round, start_round
 from tunegate_operator.s3_io import S3
 from tunegate_operator.serving_handoff import hand_off
 from tunegate_operator.settings import Settings
@@ -112,7 +112,7 @@ def observe(
     candidate = resolve_candidate(spec, gate.namespace, kube)
     annotations = meta.get("annotations") or {}
     if not isinstance(candidate, Candidate):
-        return GateObserved(Observed(now, gate.generation, status, annotations, candidate))
+        return GateObserved(VerdictObserved(now, gate.generation, status, annotations, candidate))
     # A settled gate keeps its verdict: no results read, no bootstrap; nor the pointer
     # when the verdict promotes nothing.
     recorded = verdict_recorded(status, gate.generation, candidate)
@@ -120,7 +120,7 @@ def observe(
     pointer = None
     if spec.promotion is not None and (not recorded or verdict == "Pass"):
         pointer = current(s3, spec.promotion.uri) or {}
-    facts = Observed(
+    facts = VerdictObserved(
         now,
         gate.generation,
         status,
@@ -282,7 +282,7 @@ def _move_pointer(
     return decision
 
 
-def reconcile_gate(
+def reconcile_evalgate(
     body: Mapping[str, Any], *, kube: Kube, settings: Settings, emit: Callable[[Event], None]
 ) -> GateOutcome:
     """Events go out before the status patch, as for a FineTuneJob."""

@@ -16,7 +16,7 @@ from tunegate_operator.builders.eval_job import (
     results_uri,
 )
 from tunegate_operator.builders.job_envelope import trainer_service_account
-from tunegate_operator.decisions.finetunejob import JobView
+from tunegate_operator.decisions.vocabulary import JobView
 from tunegate_operator.k8s_io import Kube
 from tunegate_operator.promotion import version_uri
 from tunegate_operator.s3_io import S3

@@ -14,14 +14,14 @@ from gate_specs import gate_spec
 
 from tunegate_operator.api.evalgate import EvalGateSpec
 from tunegate_operator.builders.eval_job import Candidate, GateRef, eval_config, eval_job
-from tunegate_operator.decisions.evalgate import (
+from tunegate_operator.decisions.evalgate_actions import CreateEvalJob, Promote
+from tunegate_operator.decisions.verdict import (
     CandidateProblem,
-    Observed,
+    VerdictObserved,
     decide_verdict,
     verdict_recorded,
 )
-from tunegate_operator.decisions.evalgate_actions import CreateEvalJob, Promote
-from tunegate_operator.decisions.finetunejob import JobView
+from tunegate_operator.decisions.vocabulary import JobView
 from tunegate_operator.promotion import tree_digest as operator_digest
 from tunegate_operator.settings import Settings
 from tunegate_trainer.eval_config import EVAL_CONFIG_ENV, load_eval_config
@@ -62,7 +62,7 @@ def spec(mode: str | None = "auto", on_inconclusive: str = "hold") -> EvalGateSp
     return gate_spec(onInconclusive=on_inconclusive, **promotion)
 
 
-def observed(**fields: Any) -> Observed:
+def observed(**fields: Any) -> VerdictObserved:
     base = {
         "now": datetime(2026, 1, 1, tzinfo=UTC),
         "generation": 3,
@@ -70,7 +70,7 @@ def observed(**fields: Any) -> Observed:
         "annotations": {},
         "candidate": CANDIDATE,
     }
-    return Observed(**(base | fields))
+    return VerdictObserved(**(base | fields))
 
 
 def results(base: list[float], candidate: list[float]) -> dict[str, Any]:
@@ -169,7 +169,7 @@ UNSURE = results([0.0, 1.0] * 5, [1.0, 1.0, 0.0, 1.0, 1.0] * 2)
     ],
 )
 def test_gate_table(
-    case: str, the_spec: EvalGateSpec, obs: Observed, phase: str, actions: list[Any]
+    case: str, the_spec: EvalGateSpec, obs: VerdictObserved, phase: str, actions: list[Any]
 ) -> None:
     decision = decide_verdict(the_spec, obs)
     assert decision.phase == phase

@@ -14,7 +14,13 @@ from gate_specs import gate_spec
 from tunegate_operator.api.evalgate import EvalGateSpec
 from tunegate_operator.builders.eval_job import Candidate
 from tunegate_operator.decisions.conditions import Cond
-from tunegate_operator.decisions.evalgate import Observed
+from tunegate_operator.decisions.evalgate import (
+    GateObserved,
+    decide_evalgate,
+    handed_off,
+    promotion_failed,
+    rollback_failed,
+)
 from tunegate_operator.decisions.evalgate_actions import (
     EvalGateDecision,
     HandOff,
@@ -23,14 +29,8 @@ from tunegate_operator.decisions.evalgate_actions import (
     RollBack,
     StartRound,
 )
-from tunegate_operator.decisions.evalgate_reconcile import (
-    GateObserved,
-    decide_evalgate,
-    handed_off,
-    promotion_failed,
-    rollback_failed,
-)
-from tunegate_operator.decisions.finetunejob import Event
+from tunegate_operator.decisions.verdict import VerdictObserved
+from tunegate_operator.decisions.vocabulary import Event
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 ADAPTER = "s3://runs/legal/adapter"
@@ -78,7 +78,7 @@ def observe(
 ) -> GateObserved:
     entry_ = (pointer or {}).get("current") or {}
     earlier = [*(pointer or {}).get("previous", []), *(pointer or {}).get("rolledBack", [])]
-    facts = Observed(
+    facts = VerdictObserved(
         NOW,
         3,
         status,
@@ -225,7 +225,7 @@ HANDED_MINE = {"sha256": MINE, "at": "2026-06-01T11:00:05Z", "targets": []}
         ),
     ],
 )
-def test_evalgate_reconcile_table(
+def test_evalgate_decision_table(
     case: str, observed: GateObserved, phase: str, actions: list[str]
 ) -> None:
     decision = decide_evalgate(spec(), observed)

@@ -1,4 +1,4 @@
-"""One reconciliation of a FineTuneJob: observe (I/O), decide (pure), apply (I/O)."""
+"""One reconciliation of a FineTuneJob: observe (I/O), decide_finetunejob (pure), apply (I/O)."""
 
 from __future__ import annotations
 
@@ -25,16 +25,16 @@ from tunegate_operator.decisions.finetunejob import (
     AuditReport,
     CreateAuditJob,
     CreateTrainingJob,
-    Decision,
     DeleteChildren,
-    Event,
+    FineTuneJobDecision,
+    FineTuneJobObserved,
     ManifestSummary,
-    Observed,
     SetJobSuspended,
-    decide,
+    decide_finetunejob,
 )
 from tunegate_operator.decisions.preflight import PreflightInputs, PreflightResult, preflight
 from tunegate_operator.decisions.status_patch import desired_status, status_changed
+from tunegate_operator.decisions.vocabulary import Event
 from tunegate_operator.k8s_io import Kube
 from tunegate_operator.s3_io import S3
 from tunegate_operator.settings import Settings
@@ -42,7 +42,7 @@ from tunegate_operator.settings import Settings
 
 @dataclass(frozen=True)
 class Outcome:
-    decision: Decision
+    decision: FineTuneJobDecision
     previous_phase: str | None
     created: tuple[str, ...]
 
@@ -96,12 +96,12 @@ def _recorded_audit(status: Mapping[str, Any]) -> AuditReport | None:
 
 def observe(
     body: Mapping[str, Any], spec: FineTuneJobSpec, *, kube: Kube, settings: Settings, now: datetime
-) -> Observed:
+) -> FineTuneJobObserved:
     meta, status = body["metadata"], body.get("status") or {}
     namespace, name = meta["namespace"], meta["name"]
     audit_job, train_jobs = kube.children(namespace, name)
     if status.get("phase") in TERMINAL:
-        return Observed(
+        return FineTuneJobObserved(
             now=now,
             generation=meta.get("generation", 1),
             status=status,
@@ -131,7 +131,7 @@ def observe(
     checks = None
     if audit_job is None and not train_jobs and not spec.run_policy.suspend:
         checks = _preflight(spec, kube, s3, namespace, settings)
-    return Observed(
+    return FineTuneJobObserved(
         now=now,
         generation=meta.get("generation", 1),
         status=status,
@@ -146,7 +146,12 @@ def observe(
 
 
 def apply_actions(
-    decision: Decision, spec: FineTuneJobSpec, run: RunRef, *, kube: Kube, settings: Settings
+    decision: FineTuneJobDecision,
+    spec: FineTuneJobSpec,
+    run: RunRef,
+    *,
+    kube: Kube,
+    settings: Settings,
 ) -> tuple[str, ...]:
     created: list[str] = []
     identity = trainer_service_account(run.namespace, settings)
@@ -177,7 +182,7 @@ def apply_actions(
     return tuple(created)
 
 
-def reconcile(
+def reconcile_finetunejob(
     body: Mapping[str, Any], *, kube: Kube, settings: Settings, emit: Callable[[Event], None]
 ) -> Outcome:
     """Events go out before the status patch: a crash in between repeats an event on
@@ -187,7 +192,7 @@ def reconcile(
     run = RunRef(meta["namespace"], meta["name"], meta["uid"])
     now = datetime.now(UTC)
     observed = observe(body, spec, kube=kube, settings=settings, now=now)
-    decision = decide(
+    decision = decide_finetunejob(
         spec, observed, retry_base=settings.retry_base_seconds, retry_cap=settings.retry_max_seconds
     )
     created = apply_actions(decision, spec, run, kube=kube, settings=settings)

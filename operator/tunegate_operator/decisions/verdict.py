@@ -1,0 +1,351 @@
+"""The verdict of an EvalGate and the promotion it allows (pure): candidate -> eval Job
+-> verdict -> promotion.
+
+Promotion is an action the decision asks for only when the verdict is Pass (and,
+in manual mode, the approval annotation is set); Fail, Inconclusive and errors
+never promote.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from tunegate_operator.api.evalgate import EvalGateSpec, Phase, Verdict
+from tunegate_operator.builders.eval_job import Candidate
+from tunegate_operator.decisions.conditions import Cond, rfc3339
+from tunegate_operator.decisions.evalgate_actions import (
+    CreateEvalJob,
+    EvalGateDecision,
+    Promote,
+)
+from tunegate_operator.decisions.gate import (
+    GateInputError,
+    GateVerdict,
+    Outcome,
+    SuiteScores,
+    judge_suites,
+)
+from tunegate_operator.decisions.vocabulary import (
+    POD_CREATION_FAILED,
+    Event,
+    JobView,
+    pod_creation_problem,
+)
+
+APPROVE_ANNOTATION = "tunegate.dev/approve"
+
+
+@dataclass(frozen=True)
+class CandidateProblem:
+    waiting: bool
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class VerdictObserved:
+    now: datetime
+    generation: int
+    status: Mapping[str, Any]
+    annotations: Mapping[str, str]
+    candidate: Candidate | CandidateProblem
+    eval_job: JobView | None = None
+    results: Mapping[str, Any] | None = None  # the eval command's results.json
+    promoted_sha256: str | None = None  # what promotion.uri serves now, if this candidate
+    superseded_by: str | None = None  # promotion.uri moved on from this candidate to that
+    recorded: bool = False  # the status holds this generation's verdict on this candidate
+
+
+def verdict_recorded(status: Mapping[str, Any], generation: int, candidate: Candidate) -> bool:
+    """A settled gate: its status already judges this candidate at this generation, so
+    results are not read nor bootstrapped again (until the spec or candidate changes)."""
+    decision = status.get("decision") or {}
+    return (
+        status.get("observedGeneration") == generation
+        and decision.get("judged") == candidate.identity
+        and decision.get("verdict") in ("Pass", "Fail", "Inconclusive")
+        and bool(status.get("results"))
+    )
+
+
+@dataclass(frozen=True)
+class Judgement:
+    verdict: Verdict
+    outcome: Outcome
+    reason: str
+    status: dict[str, Any]  # results, summary, decision
+
+
+def suite_scores(spec: EvalGateSpec, results: Mapping[str, Any]) -> list[SuiteScores]:
+    """Pair the spec's suites with the eval command's per-item scores."""
+    by_name = {s["name"]: s for s in results.get("suites", [])}
+    scores = []
+    for suite in spec.suites:
+        if suite.name not in by_name:
+            raise GateInputError(f"results have no suite {suite.name!r}")
+        row = by_name[suite.name]
+        threshold = {"target": suite.min_improvement, "drift": suite.max_kl}.get(
+            suite.role, suite.max_regression
+        )
+        scores.append(
+            SuiteScores(
+                suite.name,
+                suite.role,
+                suite.metric,
+                row.get("base", []),
+                row["candidate"],
+                float(threshold or 0.0),
+            )
+        )
+    return scores
+
+
+def judge_results(spec: EvalGateSpec, results: Mapping[str, Any], *, seed: int = 0) -> GateVerdict:
+    """The spec's verdict on one results.json (raises GateInputError when unjudgeable)."""
+    return judge_suites(
+        suite_scores(spec, results),
+        confidence=spec.confidence,
+        samples=spec.bootstrap_samples,
+        on_inconclusive=spec.on_inconclusive,
+        seed=seed,
+    )
+
+
+def _rows(decision: GateVerdict) -> list[dict[str, Any]]:
+    rows = []
+    for r in decision.results:
+        row: dict[str, Any] = {
+            "suite": r.suite,
+            "role": r.role,
+            "metric": r.metric,
+            "candidate": round(r.candidate, 4),
+            "delta": round(r.delta, 4),
+            "interval": {"low": round(r.low, 4), "high": round(r.high, 4)},
+            "threshold": r.threshold,
+            "verdict": r.verdict,
+            "items": r.items,
+        }
+        if r.base is not None:  # drift has no base score: KL is itself the comparison
+            row["base"] = round(r.base, 4)
+        rows.append(row)
+    return rows
+
+
+def _summary(decision: GateVerdict) -> dict[str, float]:
+    summary: dict[str, float] = {}
+    for key, role in (("targetDelta", "target"), ("retentionDelta", "retention"), ("kl", "drift")):
+        first = next((r for r in decision.results if r.role == role), None)
+        if first is not None:
+            summary[key] = round(first.delta, 4)
+    return summary
+
+
+def _stamp(moment: datetime) -> str:
+    return rfc3339(moment)
+
+
+def decide_verdict(
+    spec: EvalGateSpec, observed: VerdictObserved, *, samples_seed: int = 0
+) -> EvalGateDecision:
+    """The verdict and whether to promote. Events mark transitions: they are kept only
+    when the phase changes."""
+    decision = _decide(spec, observed, samples_seed=samples_seed)
+    if decision.phase == observed.status.get("phase"):
+        return replace(decision, events=())
+    return decision
+
+
+def _decide(
+    spec: EvalGateSpec, observed: VerdictObserved, *, samples_seed: int
+) -> EvalGateDecision:
+    candidate = observed.candidate
+    if isinstance(candidate, CandidateProblem):
+        phase: Phase = "WaitingForCandidate" if candidate.waiting else "Failed"
+        return EvalGateDecision(
+            phase,
+            (Cond("CandidateReady", "False", candidate.reason, candidate.message),),
+            events=(
+                Event(
+                    "Warning" if not candidate.waiting else "Normal",
+                    candidate.reason,
+                    candidate.message,
+                ),
+            ),
+        )
+    ready = Cond("CandidateReady", "True", "Ready", f"judging {candidate.source}")
+
+    if observed.results is None and not observed.recorded:
+        job = observed.eval_job
+        if job is not None and job.finished is not None:
+            message = (
+                f"the eval job failed: {job.message or job.reason}"
+                if job.finished == "Failed"
+                else "the eval job succeeded but wrote no results"
+            )
+            return EvalGateDecision(
+                "Failed",
+                (ready, Cond("Evaluated", "False", "EvalError", message)),
+                status={
+                    "decision": {
+                        "verdict": "Error",
+                        "reason": message,
+                        "decidedAt": _stamp(observed.now),
+                    }
+                },
+                events=(Event("Warning", "EvalError", message),),
+            )
+        refused = pod_creation_problem(job, "eval")
+        if refused:
+            return EvalGateDecision(
+                "Evaluating",
+                (ready, Cond("Evaluated", "Unknown", POD_CREATION_FAILED, refused)),
+                events=(Event("Warning", POD_CREATION_FAILED, refused),),
+            )
+        return EvalGateDecision(
+            "Evaluating",
+            (
+                ready,
+                Cond(
+                    "Evaluated",
+                    "Unknown",
+                    "Evaluating",
+                    "scoring base and candidate on every suite",
+                ),
+            ),
+            actions=() if job is not None else (CreateEvalJob(),),
+            events=(Event("Normal", "Evaluating", "eval job started"),),
+        )
+
+    judged = _judgement(spec, observed, candidate, samples_seed=samples_seed)
+    if not isinstance(judged, Judgement):
+        return replace(judged, conditions=(ready, *judged.conditions))
+    status = judged.status
+    evaluated = Cond("Evaluated", "True", judged.verdict, judged.reason)
+    if judged.outcome != "Promote":
+        phase = "Held" if judged.outcome == "Hold" else "Rejected"
+        held = Cond(
+            "Promoted",
+            "False",
+            judged.verdict,
+            f"not promoted: {judged.reason}; the current version stays",
+        )
+        return EvalGateDecision(
+            phase,
+            (ready, evaluated, held),
+            status=status,
+            events=(Event("Warning", judged.verdict, judged.reason),),
+        )
+    if spec.promotion is None:
+        return EvalGateDecision(
+            "Passed",
+            (
+                ready,
+                evaluated,
+                Cond(
+                    "Promoted", "False", "NoPromotion", "spec.promotion is not set: reported only"
+                ),
+            ),
+            status=status,
+            events=(Event("Normal", "Pass", judged.reason),),
+        )
+    approved = observed.annotations.get(APPROVE_ANNOTATION, "").lower() == "true"
+    if spec.promotion.mode == "manual" and not approved:
+        message = (
+            f"Pass; waiting for approval: kubectl annotate evalgate <name> "
+            f"{APPROVE_ANNOTATION}=true"
+        )
+        return EvalGateDecision(
+            "AwaitingApproval",
+            (ready, evaluated, Cond("Promoted", "False", "AwaitingApproval", message)),
+            status=status,
+            events=(Event("Normal", "AwaitingApproval", message),),
+        )
+    if observed.superseded_by is not None:
+        message = (
+            f"{spec.promotion.uri} has since been given {observed.superseded_by}; "
+            f"{candidate.source} is kept in its history and not promoted again"
+        )
+        return EvalGateDecision(
+            "Superseded",
+            (ready, evaluated, Cond("Promoted", "False", "Superseded", message)),
+            status=status,
+            events=(Event("Normal", "Superseded", message),),
+        )
+    if observed.promoted_sha256 is not None and candidate.sha256 in (
+        None,
+        observed.promoted_sha256,
+    ):
+        message = (
+            f"{spec.promotion.uri} serves {candidate.source} "
+            f"(sha256 {observed.promoted_sha256[:12]})"
+        )
+        return EvalGateDecision(
+            "Promoted",
+            (ready, evaluated, Cond("Promoted", "True", "Promoted", message)),
+            status=status,
+            events=(Event("Normal", "Promoted", message),),
+        )
+    return EvalGateDecision(
+        "AwaitingApproval" if spec.promotion.mode == "manual" else "Evaluating",
+        (
+            ready,
+            evaluated,
+            Cond(
+                "Promoted", "Unknown", "Promoting", f"copying the adapter to {spec.promotion.uri}"
+            ),
+        ),
+        status=status,
+        actions=(Promote(candidate),),
+    )
+
+
+def _judgement(
+    spec: EvalGateSpec, observed: VerdictObserved, candidate: Candidate, *, samples_seed: int
+) -> Judgement | EvalGateDecision:
+    """The verdict: as recorded in the status for a settled judged, else computed from the
+    results (an EvalGateDecision when they cannot be judged)."""
+    if observed.recorded:
+        recorded = observed.status["decision"]
+        verdict = recorded["verdict"]
+        outcome: Outcome = "Hold"
+        if verdict == "Pass":
+            outcome = "Promote"
+        elif verdict == "Fail" or spec.on_inconclusive == "fail":
+            outcome = "Reject"
+        kept = {k: observed.status[k] for k in ("results", "summary", "decision")}
+        return Judgement(verdict, outcome, str(recorded.get("reason", "")), kept)
+    assert observed.results is not None
+    try:
+        judged = judge_results(spec, observed.results, seed=samples_seed)
+    except GateInputError as exc:
+        message = f"results cannot be judged: {exc}"
+        return EvalGateDecision(
+            "Failed",
+            (Cond("Evaluated", "False", "EvalError", message),),
+            status={"decision": {"verdict": "Error", "reason": message}},
+            events=(Event("Warning", "EvalError", message),),
+        )
+    status: dict[str, Any] = {
+        "results": _rows(judged),
+        "summary": _summary(judged),
+        "decision": {
+            "verdict": judged.verdict,
+            "reason": judged.reason,
+            "decidedAt": (observed.status.get("decision") or {}).get("decidedAt")
+            or _stamp(observed.now),
+            "judged": candidate.identity,
+        },
+    }
+    return Judgement(judged.verdict, judged.outcome, judged.reason, status)
+
+
+def describe(results: Sequence[Mapping[str, Any]]) -> str:
+    """The per-suite table, as `kubectl describe` readers want it in an event."""
+    return "; ".join(
+        f"{r['suite']} {r['verdict']} Δ{r['delta']:+.3f} "
+        f"[{r['interval']['low']:+.3f}, {r['interval']['high']:+.3f}]"
+        for r in results
+    )
