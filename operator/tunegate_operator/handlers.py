@@ -8,12 +8,11 @@ deadlines, TTL). A per-object lock keeps two of them from overlapping.
 from __future__ import annotations
 
 import logging
-import os
 import random
 import threading
-from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
@@ -34,44 +33,61 @@ from tunegate_operator.settings import Settings, load_settings
 FTJ = (GROUP, VERSION, "finetunejobs")
 EVG = (GROUP, VERSION, "evalgates")
 log = logging.getLogger("tunegate")
-_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
-_state: dict[str, Any] = {}
 
 
-def _kube() -> Kube:
-    if "kube" not in _state:
-        _state["kube"] = Kube()
-    return _state["kube"]  # type: ignore[no-any-return]
+class ObjectLocks:
+    """One lock per object, so two reconciles of it never overlap; forgotten when the
+    object is deleted."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def __call__(self, uid: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(uid, threading.Lock())
+
+    def forget(self, uid: str) -> None:
+        with self._guard:
+            self._locks.pop(uid, None)
 
 
-def _settings() -> Settings:
-    if "settings" not in _state:
-        _state["settings"] = load_settings()
-    return _state["settings"]  # type: ignore[no-any-return]
+@dataclass(frozen=True)
+class Runtime:
+    """The operator's state, kept in kopf's memo (shared by every object's handlers)."""
+
+    settings: Settings
+    kube: Kube
+    locks: ObjectLocks
+
+
+def _runtime(memo: kopf.Memo) -> Runtime:
+    return cast(Runtime, memo["tunegate"])
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # Our CRDs have structural status schemas: keep kopf's bookkeeping in annotations.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration"
     )
-    settings.peering.name = os.environ.get("TUNEGATE_PEERING_NAME", "tunegate")
-    settings.peering.clusterwide = os.environ.get("TUNEGATE_PEERING_CLUSTERWIDE", "true") == "true"
-    settings.peering.mandatory = os.environ.get("TUNEGATE_PEERING_MANDATORY", "false") == "true"
+    ours = load_settings()
+    memo["tunegate"] = Runtime(ours, Kube(), ObjectLocks())
+    settings.peering.name = ours.peering_name
+    settings.peering.clusterwide = ours.peering_clusterwide
+    settings.peering.mandatory = ours.peering_mandatory
     # Equal priorities make every replica pause; a random one lets exactly one act.
     settings.peering.priority = random.randint(1, 1_000_000)
     # A replica killed without notice stays "alive" in the peering object this long;
     # a lower-priority successor pauses until it expires.
-    settings.peering.lifetime = int(os.environ.get("TUNEGATE_PEERING_LIFETIME_SECONDS", "60"))
+    settings.peering.lifetime = ours.peering_lifetime_seconds
     settings.posting.reporting_component = "tunegate-operator"
-    settings.execution.max_workers = int(os.environ.get("TUNEGATE_WORKERS", "8"))
+    settings.execution.max_workers = ours.workers
     # Client libraries log requests and bodies at DEBUG; they must never reach our logs.
     for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "kubernetes"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    _settings()
-    metrics.serve(int(os.environ.get("TUNEGATE_METRICS_PORT", "8080")))
+    metrics.serve(ours.metrics_port)
 
 
 @contextmanager
@@ -112,18 +128,18 @@ def _log_transition(
         )
 
 
-def _run(body: kopf.Body | dict[str, Any]) -> None:
+def _run(body: kopf.Body | dict[str, Any], runtime: Runtime) -> None:
     meta = body["metadata"]
     uid = meta["uid"]
-    with _locks[uid]:
-        kube = _kube()
+    with runtime.locks(uid):
+        kube = runtime.kube
         fresh = kube.read_ftj(meta["namespace"], meta["name"])
         if fresh is None or fresh["metadata"].get("deletionTimestamp"):
             metrics.PHASES.forget(uid)
             return
         with _reported_failures("FineTuneJob", fresh):
             outcome = reconcile_finetunejob(
-                fresh, kube=kube, settings=_settings(), emit=_emitter(fresh)
+                fresh, kube=kube, settings=runtime.settings, emit=_emitter(fresh)
             )
             metrics.PHASES.set(uid, outcome.decision.phase)
             _log_transition(
@@ -144,34 +160,36 @@ def _observe_apply_to_pod(body: dict[str, Any], kube: Kube) -> None:
 
 
 @kopf.on.event(*FTJ)
-def finetunejob_changed(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+def finetunejob_changed(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     if event.get("type") == "DELETED":
         metrics.PHASES.forget(body["metadata"]["uid"])
+        _runtime(memo).locks.forget(body["metadata"]["uid"])
         return
-    _run(body)
+    _run(body, _runtime(memo))
 
 
 @kopf.timer(*FTJ, interval=5.0, sharp=False)
-def finetunejob_tick(body: kopf.Body, **_: Any) -> None:
-    _run(body)
+def finetunejob_tick(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    _run(body, _runtime(memo))
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={FTJ_LABEL: kopf.PRESENT})
-def child_job_changed(body: kopf.Body, namespace: str | None, **_: Any) -> None:
+def child_job_changed(body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
     for owner in body["metadata"].get("ownerReferences") or []:
         if owner.get("kind") == "FineTuneJob" and namespace:
-            _run({"metadata": {"uid": owner["uid"], "name": owner["name"], "namespace": namespace}})
+            ref = {"metadata": {"uid": owner["uid"], "name": owner["name"], "namespace": namespace}}
+            _run(ref, _runtime(memo))
 
 
-def _run_gate(namespace: str, name: str, uid: str) -> None:
-    with _locks[uid]:
-        kube = _kube()
+def _run_gate(namespace: str, name: str, uid: str, runtime: Runtime) -> None:
+    with runtime.locks(uid):
+        kube = runtime.kube
         fresh = kube.read_custom("evalgates", namespace, name)
         if fresh is None or fresh["metadata"].get("deletionTimestamp"):
             return
         with _reported_failures("EvalGate", fresh):
             outcome = reconcile_evalgate(
-                fresh, kube=kube, settings=_settings(), emit=_emitter(fresh)
+                fresh, kube=kube, settings=runtime.settings, emit=_emitter(fresh)
             )
             reason = (outcome.decision.status.get("decision") or {}).get("reason", "")
             _log_transition(
@@ -184,20 +202,22 @@ def _run_gate(namespace: str, name: str, uid: str) -> None:
 
 
 @kopf.on.event(*EVG)
-def evalgate_changed(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
-    if event.get("type") != "DELETED":
-        meta = body["metadata"]
-        _run_gate(meta["namespace"], meta["name"], meta["uid"])
+def evalgate_changed(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    meta = body["metadata"]
+    if event.get("type") == "DELETED":
+        _runtime(memo).locks.forget(meta["uid"])
+        return
+    _run_gate(meta["namespace"], meta["name"], meta["uid"], _runtime(memo))
 
 
 @kopf.timer(*EVG, interval=5.0, sharp=False)
-def evalgate_tick(body: kopf.Body, **_: Any) -> None:
+def evalgate_tick(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     meta = body["metadata"]
-    _run_gate(meta["namespace"], meta["name"], meta["uid"])
+    _run_gate(meta["namespace"], meta["name"], meta["uid"], _runtime(memo))
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={GATE_LABEL: kopf.PRESENT})
-def gate_job_changed(body: kopf.Body, namespace: str | None, **_: Any) -> None:
+def gate_job_changed(body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
     for owner in body["metadata"].get("ownerReferences") or []:
         if owner.get("kind") == "EvalGate" and namespace:
-            _run_gate(namespace, owner["name"], owner["uid"])
+            _run_gate(namespace, owner["name"], owner["uid"], _runtime(memo))

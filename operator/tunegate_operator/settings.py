@@ -52,6 +52,14 @@ class Settings:
     # The chart's podTemplate: pull secrets, proxies, CA bundles for every pod; a
     # resource's spec.podTemplate is applied on top.
     pod_template: PodTemplate = field(default_factory=PodTemplate)
+    # The operator process itself: kopf peering (one active replica), handler threads,
+    # the metrics port.
+    peering_name: str = "tunegate"
+    peering_clusterwide: bool = True
+    peering_mandatory: bool = False
+    peering_lifetime_seconds: int = 60
+    workers: int = 8
+    metrics_port: int = 8080
 
     def s3_location(self, storage: StorageSpec) -> tuple[str | None, str]:
         """(endpoint, region) of a resource's S3: its own, else the operator's defaults."""
@@ -108,4 +116,12 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         progress_interval_seconds=float(
             env.get("TUNEGATE_PROGRESS_INTERVAL_SECONDS", defaults.progress_interval_seconds)
         ),
+        peering_name=env.get("TUNEGATE_PEERING_NAME", defaults.peering_name),
+        peering_clusterwide=env.get("TUNEGATE_PEERING_CLUSTERWIDE", "true") == "true",
+        peering_mandatory=env.get("TUNEGATE_PEERING_MANDATORY", "false") == "true",
+        peering_lifetime_seconds=int(
+            env.get("TUNEGATE_PEERING_LIFETIME_SECONDS", defaults.peering_lifetime_seconds)
+        ),
+        workers=int(env.get("TUNEGATE_WORKERS", defaults.workers)),
+        metrics_port=int(env.get("TUNEGATE_METRICS_PORT", defaults.metrics_port)),
     )
