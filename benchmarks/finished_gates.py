@@ -28,6 +28,12 @@ GATES = 50
 WINDOW_SECONDS = 60
 NAMESPACE = "bench-gates"
 ROLES = (("task", "target"), ("general", "retention"), ("drift", "drift"), ("safety", "safety"))
+METRICS = {
+    "target": "multipleChoiceAccuracy",
+    "retention": "multipleChoiceAccuracy",
+    "drift": "kl",
+    "safety": "refusal",
+}
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -60,7 +66,7 @@ def _results(rng: np.random.Generator, forgets: bool) -> dict[str, Any]:
             {
                 "name": name,
                 "role": role,
-                "metric": "multipleChoiceAccuracy",
+                "metric": METRICS[role],
                 "base": list(base),
                 "candidate": list(candidate),
             }
@@ -75,7 +81,7 @@ def _gate(index: int, bucket: str) -> dict[str, Any]:
             "name": name,
             "role": role,
             "dataset": f"s3://{bucket}/bench/{name}.jsonl",
-            "metric": "kl" if role == "drift" else "multipleChoiceAccuracy",
+            "metric": METRICS[role],
         }
         suite.update(
             {"target": {"minImprovement": 0.1}, "drift": {"maxKL": 0.5}}.get(
