@@ -110,6 +110,19 @@ def eval_config(
     }
 
 
+def _eval_env(
+    spec: EvalGateSpec, *, gate: GateRef, candidate: Candidate, settings: Settings
+) -> list[dict[str, Any]]:
+    document = eval_config(spec, gate=gate, candidate=candidate, settings=settings)
+    secret = spec.storage.credentials_secret or settings.credentials_secret
+    return [
+        {"name": EVAL_CONFIG_ENV, "value": json.dumps(document, sort_keys=True)},
+        *credential_env(secret),
+        threads_env(quantity_value(spec.resources.cpu)),
+        *hub_token_env(candidate.base_model_token_secret),
+    ]
+
+
 def eval_job(
     spec: EvalGateSpec,
     *,
@@ -120,18 +133,6 @@ def eval_job(
 ) -> dict[str, Any]:
     """model_bytes (the base model's size, when known) sizes the cache."""
     labels = {**MANAGED_LABELS, GATE_LABEL: gate.name, GENERATION_LABEL: str(gate.generation)}
-    secret = spec.storage.credentials_secret or settings.credentials_secret
-    env: list[dict[str, Any]] = [
-        {
-            "name": EVAL_CONFIG_ENV,
-            "value": json.dumps(
-                eval_config(spec, gate=gate, candidate=candidate, settings=settings), sort_keys=True
-            ),
-        }
-    ]
-    env += credential_env(secret)
-    env.append(threads_env(quantity_value(spec.resources.cpu)))
-    env += hub_token_env(candidate.base_model_token_secret)
     # Requests, so the pod is not BestEffort (first to be evicted); memory request =
     # limit, as for training.
     resources: dict[str, Any] = {
@@ -144,7 +145,7 @@ def eval_job(
         "name": "eval",
         "image": spec.image or settings.trainer_image,
         "command": [settings.trainer_python, "-m", "tunegate_trainer", "eval"],
-        "env": env,
+        "env": _eval_env(spec, gate=gate, candidate=candidate, settings=settings),
         "resources": resources,
         "securityContext": container_security_context(),
         "terminationMessagePolicy": "FallbackToLogsOnError",

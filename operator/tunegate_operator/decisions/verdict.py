@@ -36,6 +36,9 @@ from tunegate_operator.decisions.vocabulary import (
 )
 
 APPROVE_ANNOTATION = "tunegate.dev/approve"
+AWAITING_APPROVAL = (
+    f"Pass; waiting for approval: kubectl annotate evalgate <name> {APPROVE_ANNOTATION}=true"
+)
 
 
 @dataclass(frozen=True)
@@ -176,130 +179,112 @@ def _decide(
             ),
         )
     ready = Cond("CandidateReady", "True", "Ready", f"judging {candidate.source}")
-
     if observed.results is None and not observed.recorded:
-        job = observed.eval_job
-        if job is not None and job.finished is not None:
-            message = (
-                f"the eval job failed: {job.message or job.reason}"
-                if job.finished == "Failed"
-                else "the eval job succeeded but wrote no results"
-            )
-            return EvalGateDecision(
-                "Failed",
-                (ready, Cond("Evaluated", "False", "EvalError", message)),
-                status={
-                    "decision": {
-                        "verdict": "Error",
-                        "reason": message,
-                        "decidedAt": _stamp(observed.now),
-                    }
-                },
-                events=(Event("Warning", "EvalError", message),),
-            )
-        refused = pod_creation_problem(job, "eval")
-        if refused:
-            return EvalGateDecision(
-                "Evaluating",
-                (ready, Cond("Evaluated", "Unknown", POD_CREATION_FAILED, refused)),
-                events=(Event("Warning", POD_CREATION_FAILED, refused),),
-            )
-        return EvalGateDecision(
-            "Evaluating",
-            (
-                ready,
-                Cond(
-                    "Evaluated",
-                    "Unknown",
-                    "Evaluating",
-                    "scoring base and candidate on every suite",
-                ),
-            ),
-            actions=() if job is not None else (CreateEvalJob(),),
-            events=(Event("Normal", "Evaluating", "eval job started"),),
-        )
-
+        return _evaluating(observed, ready)
     judged = _judgement(spec, observed, candidate, samples_seed=samples_seed)
     if not isinstance(judged, Judgement):
         return replace(judged, conditions=(ready, *judged.conditions))
-    status = judged.status
-    evaluated = Cond("Evaluated", "True", judged.verdict, judged.reason)
-    if judged.outcome != "Promote":
-        phase = "Held" if judged.outcome == "Hold" else "Rejected"
-        held = Cond(
-            "Promoted",
-            "False",
-            judged.verdict,
-            f"not promoted: {judged.reason}; the current version stays",
+    return _promotion(spec, observed, candidate, judged, ready)
+
+
+def _evaluating(observed: VerdictObserved, ready: Cond) -> EvalGateDecision:
+    """No verdict yet: the eval Job is started, runs, or failed to give results."""
+    job = observed.eval_job
+    if job is not None and job.finished is not None:
+        message = (
+            f"the eval job failed: {job.message or job.reason}"
+            if job.finished == "Failed"
+            else "the eval job succeeded but wrote no results"
         )
         return EvalGateDecision(
-            phase,
-            (ready, evaluated, held),
-            status=status,
-            events=(Event("Warning", judged.verdict, judged.reason),),
+            "Failed",
+            (ready, Cond("Evaluated", "False", "EvalError", message)),
+            status={
+                "decision": {
+                    "verdict": "Error",
+                    "reason": message,
+                    "decidedAt": _stamp(observed.now),
+                }
+            },
+            events=(Event("Warning", "EvalError", message),),
+        )
+    refused = pod_creation_problem(job, "eval")
+    if refused:
+        return EvalGateDecision(
+            "Evaluating",
+            (ready, Cond("Evaluated", "Unknown", POD_CREATION_FAILED, refused)),
+            events=(Event("Warning", POD_CREATION_FAILED, refused),),
+        )
+    scoring = Cond(
+        "Evaluated", "Unknown", "Evaluating", "scoring base and candidate on every suite"
+    )
+    return EvalGateDecision(
+        "Evaluating",
+        (ready, scoring),
+        actions=() if job is not None else (CreateEvalJob(),),
+        events=(Event("Normal", "Evaluating", "eval job started"),),
+    )
+
+
+def _promotion(
+    spec: EvalGateSpec,
+    observed: VerdictObserved,
+    candidate: Candidate,
+    judged: Judgement,
+    ready: Cond,
+) -> EvalGateDecision:
+    """With a verdict: promote only a Pass, and only once (approved, not superseded)."""
+    evaluated = Cond("Evaluated", "True", judged.verdict, judged.reason)
+
+    def decided(phase: Phase, promoted: Cond, event: Event | None) -> EvalGateDecision:
+        events = (event,) if event else ()
+        return EvalGateDecision(phase, (ready, evaluated, promoted), judged.status, events=events)
+
+    if judged.outcome != "Promote":
+        message = f"not promoted: {judged.reason}; the current version stays"
+        return decided(
+            "Held" if judged.outcome == "Hold" else "Rejected",
+            Cond("Promoted", "False", judged.verdict, message),
+            Event("Warning", judged.verdict, judged.reason),
         )
     if spec.promotion is None:
-        return EvalGateDecision(
+        message = "spec.promotion is not set: reported only"
+        return decided(
             "Passed",
-            (
-                ready,
-                evaluated,
-                Cond(
-                    "Promoted", "False", "NoPromotion", "spec.promotion is not set: reported only"
-                ),
-            ),
-            status=status,
-            events=(Event("Normal", "Pass", judged.reason),),
+            Cond("Promoted", "False", "NoPromotion", message),
+            Event("Normal", "Pass", judged.reason),
         )
     approved = observed.annotations.get(APPROVE_ANNOTATION, "").lower() == "true"
     if spec.promotion.mode == "manual" and not approved:
-        message = (
-            f"Pass; waiting for approval: kubectl annotate evalgate <name> "
-            f"{APPROVE_ANNOTATION}=true"
-        )
-        return EvalGateDecision(
+        return decided(
             "AwaitingApproval",
-            (ready, evaluated, Cond("Promoted", "False", "AwaitingApproval", message)),
-            status=status,
-            events=(Event("Normal", "AwaitingApproval", message),),
+            Cond("Promoted", "False", "AwaitingApproval", AWAITING_APPROVAL),
+            Event("Normal", "AwaitingApproval", AWAITING_APPROVAL),
         )
     if observed.superseded_by is not None:
         message = (
             f"{spec.promotion.uri} has since been given {observed.superseded_by}; "
             f"{candidate.source} is kept in its history and not promoted again"
         )
-        return EvalGateDecision(
+        return decided(
             "Superseded",
-            (ready, evaluated, Cond("Promoted", "False", "Superseded", message)),
-            status=status,
-            events=(Event("Normal", "Superseded", message),),
+            Cond("Promoted", "False", "Superseded", message),
+            Event("Normal", "Superseded", message),
         )
-    if observed.promoted_sha256 is not None and candidate.sha256 in (
-        None,
-        observed.promoted_sha256,
-    ):
-        message = (
-            f"{spec.promotion.uri} serves {candidate.source} "
-            f"(sha256 {observed.promoted_sha256[:12]})"
-        )
-        return EvalGateDecision(
+    served = observed.promoted_sha256
+    if served is not None and candidate.sha256 in (None, served):
+        message = f"{spec.promotion.uri} serves {candidate.source} (sha256 {served[:12]})"
+        return decided(
             "Promoted",
-            (ready, evaluated, Cond("Promoted", "True", "Promoted", message)),
-            status=status,
-            events=(Event("Normal", "Promoted", message),),
+            Cond("Promoted", "True", "Promoted", message),
+            Event("Normal", "Promoted", message),
         )
-    return EvalGateDecision(
+    promoting = decided(
         "AwaitingApproval" if spec.promotion.mode == "manual" else "Evaluating",
-        (
-            ready,
-            evaluated,
-            Cond(
-                "Promoted", "Unknown", "Promoting", f"copying the adapter to {spec.promotion.uri}"
-            ),
-        ),
-        status=status,
-        actions=(Promote(candidate),),
+        Cond("Promoted", "Unknown", "Promoting", f"copying the adapter to {spec.promotion.uri}"),
+        None,
     )
+    return replace(promoting, actions=(Promote(candidate),))
 
 
 def _judgement(
