@@ -5,7 +5,7 @@ decision, and every action is safe to repeat (children have fixed names)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -143,101 +143,147 @@ def decide_finetunejob(
     retry_base: float = 10.0,
     retry_cap: float = 300.0,
 ) -> FineTuneJobDecision:
-    status = observed.status
-    now = observed.now
-    phase: str | None = status.get("phase")
-    gpus = spec.resources.nodes * spec.resources.gpus_per_node
-    base_status: dict[str, Any] = {"gpus": gpus}
-
+    phase: str | None = observed.status.get("phase")
+    base_status: dict[str, Any] = {"gpus": spec.resources.nodes * spec.resources.gpus_per_node}
     if phase in TERMINAL:
         return _terminal(spec, observed, phase)
-
     if observed.manifest is not None:
         return _succeeded(spec, observed, observed.manifest, base_status)
     if observed.manifest_error:
-        return _fail("ManifestInvalid", observed.manifest_error, base_status, now)
-
+        return _fail("ManifestInvalid", observed.manifest_error, base_status, observed.now)
     attempts = max(observed.train_jobs, default=0)
     latest = observed.train_jobs.get(attempts)
-    start = _parse_time(status.get("startTime"))
-    deadline = spec.run_policy.active_deadline_seconds
-    if latest and latest.finished == "Failed" and latest.reason == "DeadlineExceeded":
-        return _fail(
-            "DeadlineExceeded",
-            f"spec.runPolicy.activeDeadlineSeconds ({deadline}s) passed during attempt {attempts}",
-            {**base_status, "attempts": attempts},
-            now,
-        )
-    if deadline and start and now - start >= timedelta(seconds=deadline):
-        return _fail(
-            "DeadlineExceeded",
-            f"spec.runPolicy.activeDeadlineSeconds ({deadline}s) passed",
-            {**base_status, "attempts": attempts},
-            now,
-        )
-
+    ended = _deadline_passed(spec, observed, latest, attempts, base_status)
+    if ended is not None:
+        return ended
     if spec.run_policy.suspend:
         return _suspended(latest, attempts, phase, base_status)
-
     # Before anything runs: references, placement and memory.
     if observed.audit_job is None and not observed.train_jobs and observed.preflight:
         stop = _waiting_or_failed(observed.preflight, observed, base_status)
         if stop is not None:
             return stop
-
     validated = Cond("Validated", "True", "Checked", "references, placement and GPU memory checked")
     audited = _audit_state(spec, observed)
     if isinstance(audited, FineTuneJobDecision):
-        return FineTuneJobDecision(
-            phase=audited.phase,
-            conditions=(validated, *audited.conditions),
-            status={**base_status, **audited.status},
-            actions=audited.actions,
-            # Warnings are sent once already (on their condition's transition).
-            events=audited.events
-            if phase != audited.phase
-            or audited.phase == "Failed"
-            or any(e.type == "Warning" for e in audited.events)
-            else (),
-        )
-    audit_cond, audit_status = audited
-    base_status["audit"] = audit_status
-    conditions = (validated, audit_cond)
-
+        return _stopped_at_audit(audited, validated, phase, base_status)
+    audit_cond, base_status["audit"] = audited
+    attempt = _Attempt(attempts, latest, (validated, audit_cond), base_status)
     if latest is None:
+        start = attempt.start(observed)
         return _start_attempt(
-            spec, observed, 1, base_status=base_status, conditions=conditions, start=start
+            spec, observed, 1, base_status=base_status, conditions=attempt.conditions, start=start
         )
     if latest.finished is None:
-        actions = []
-        if latest.suspended and not spec.resources.queue_name:
-            actions.append(SetJobSuspended(latest.name, False))
-        running = dict(base_status, attempts=attempts)
-        if observed.progress:
-            running["progress"] = progress_status(observed.progress)
-        refused = pod_creation_problem(latest, "training")
-        if refused:
-            return FineTuneJobDecision(
-                phase="Training",
-                conditions=(*conditions, Cond("Training", "False", POD_CREATION_FAILED, refused)),
-                status=running,
-                actions=tuple(actions),
-                events=(Event("Warning", POD_CREATION_FAILED, refused),)
-                if _condition_reason(status, "Training") != POD_CREATION_FAILED
-                else (),
-            )
+        return _running(spec, observed, attempt)
+    return _after_attempt(spec, observed, attempt, retry_base=retry_base, retry_cap=retry_cap)
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """The latest training attempt, and what every decision about it carries."""
+
+    number: int
+    job: JobView | None
+    conditions: tuple[Cond, ...]
+    base_status: dict[str, Any]
+
+    def start(self, observed: FineTuneJobObserved) -> datetime | None:
+        return _parse_time(observed.status.get("startTime"))
+
+
+def _deadline_passed(
+    spec: FineTuneJobSpec,
+    observed: FineTuneJobObserved,
+    latest: JobView | None,
+    attempts: int,
+    base_status: dict[str, Any],
+) -> FineTuneJobDecision | None:
+    deadline = spec.run_policy.active_deadline_seconds
+    start = _parse_time(observed.status.get("startTime"))
+    with_attempts = {**base_status, "attempts": attempts}
+    if latest and latest.finished == "Failed" and latest.reason == "DeadlineExceeded":
+        message = (
+            f"spec.runPolicy.activeDeadlineSeconds ({deadline}s) passed during attempt {attempts}"
+        )
+        return _fail("DeadlineExceeded", message, with_attempts, observed.now)
+    if deadline and start and observed.now - start >= timedelta(seconds=deadline):
+        message = f"spec.runPolicy.activeDeadlineSeconds ({deadline}s) passed"
+        return _fail("DeadlineExceeded", message, with_attempts, observed.now)
+    return None
+
+
+def _stopped_at_audit(
+    audited: FineTuneJobDecision,
+    validated: Cond,
+    phase: str | None,
+    base_status: dict[str, Any],
+) -> FineTuneJobDecision:
+    return FineTuneJobDecision(
+        phase=audited.phase,
+        conditions=(validated, *audited.conditions),
+        status={**base_status, **audited.status},
+        actions=audited.actions,
+        # Warnings are sent once already (on their condition's transition).
+        events=audited.events
+        if phase != audited.phase
+        or audited.phase == "Failed"
+        or any(e.type == "Warning" for e in audited.events)
+        else (),
+    )
+
+
+def _running(
+    spec: FineTuneJobSpec, observed: FineTuneJobObserved, attempt: _Attempt
+) -> FineTuneJobDecision:
+    latest, attempts, conditions = attempt.job, attempt.number, attempt.conditions
+    assert latest is not None
+    actions = []
+    if latest.suspended and not spec.resources.queue_name:
+        actions.append(SetJobSuspended(latest.name, False))
+    running = dict(attempt.base_status, attempts=attempts)
+    if observed.progress:
+        running["progress"] = progress_status(observed.progress)
+    refused = pod_creation_problem(latest, "training")
+    if refused:
         return FineTuneJobDecision(
             phase="Training",
-            conditions=(
-                *conditions,
-                Cond("Training", "True", "Running", f"attempt {attempts} is running"),
-                Cond("Suspended", "False", "Running", ""),
-            ),
+            conditions=(*conditions, Cond("Training", "False", POD_CREATION_FAILED, refused)),
             status=running,
             actions=tuple(actions),
-            events=_running_events(phase, attempts),
+            events=(Event("Warning", POD_CREATION_FAILED, refused),)
+            if _condition_reason(observed.status, "Training") != POD_CREATION_FAILED
+            else (),
         )
-    # The latest attempt ended without a manifest: it failed, or it was disrupted.
+    return FineTuneJobDecision(
+        phase="Training",
+        conditions=(
+            *conditions,
+            Cond("Training", "True", "Running", f"attempt {attempts} is running"),
+            Cond("Suspended", "False", "Running", ""),
+        ),
+        status=running,
+        actions=tuple(actions),
+        events=_running_events(observed.status.get("phase"), attempts),
+    )
+
+
+def _after_attempt(
+    spec: FineTuneJobSpec,
+    observed: FineTuneJobObserved,
+    attempt: _Attempt,
+    *,
+    retry_base: float,
+    retry_cap: float,
+) -> FineTuneJobDecision:
+    """The latest attempt ended without a manifest: it failed, or it was disrupted."""
+    latest, attempts, now = attempt.job, attempt.number, observed.now
+    assert latest is not None
+    base_status, conditions, start = (
+        attempt.base_status,
+        attempt.conditions,
+        attempt.start(observed),
+    )
     why = latest.message or latest.reason or "the trainer exited without writing manifest.json"
     if latest.reason == DISRUPTED_REASON:
         # Preemption and eviction are the cluster's doing: they never use up the
@@ -265,9 +311,9 @@ def decide_finetunejob(
             {**base_status, "attempts": attempts},
             now,
         )
-    finished_at = latest.completion_time or now
-    delay = retry_delay(failures, base=retry_base, cap=retry_cap)
-    due = finished_at + timedelta(seconds=delay)
+    due = (latest.completion_time or now) + timedelta(
+        seconds=retry_delay(failures, base=retry_base, cap=retry_cap)
+    )
     if now < due:
         message = (
             f"attempt {attempts} failed: {why}; attempt {attempts + 1} starts in "
@@ -278,7 +324,7 @@ def decide_finetunejob(
             conditions=(*conditions, Cond("Training", "False", "Retrying", message)),
             status={**base_status, "attempts": attempts},
             events=(Event("Warning", "AttemptFailed", message),)
-            if _condition_reason(status, "Training") != "Retrying"
+            if _condition_reason(observed.status, "Training") != "Retrying"
             else (),
         )
     return _start_attempt(
@@ -437,18 +483,8 @@ def _audit_state(
         findings = list(report.findings)
         if report.verdict == "Failed" and spec.audit.mode == "enforce":
             message = "data audit failed: " + ("; ".join(findings) or "see the report")
-            failed = _fail(
-                "AuditFailed",
-                message,
-                {"audit": {"verdict": "Failed", "findings": findings}},
-                observed.now,
-            )
-            return FineTuneJobDecision(
-                failed.phase,
-                (Cond("Audited", "False", "AuditFailed", message), *failed.conditions),
-                failed.status,
-                events=failed.events,
-            )
+            recorded = {"audit": {"verdict": "Failed", "findings": findings}}
+            return _audit_failed("AuditFailed", message, recorded, observed.now)
         verdict = "Warned" if report.verdict != "Passed" else "Passed"
         return (
             Cond("Audited", "True", verdict, "; ".join(findings)),
@@ -457,22 +493,10 @@ def _audit_state(
     job = observed.audit_job
     if job is not None and job.finished == "Failed":
         message = f"the audit job failed: {job.message or job.reason}"
-        failed = _fail("AuditError", message, {}, observed.now)
-        return FineTuneJobDecision(
-            failed.phase,
-            (Cond("Audited", "False", "AuditError", message), *failed.conditions),
-            failed.status,
-            events=failed.events,
-        )
+        return _audit_failed("AuditError", message, {}, observed.now)
     if job is not None and job.finished == "Complete":
         message = "the audit job succeeded but wrote no report"
-        failed = _fail("AuditError", message, {}, observed.now)
-        return FineTuneJobDecision(
-            failed.phase,
-            (Cond("Audited", "False", "AuditError", message), *failed.conditions),
-            failed.status,
-            events=failed.events,
-        )
+        return _audit_failed("AuditError", message, {}, observed.now)
     refused = pod_creation_problem(job, "audit")
     if refused:
         return FineTuneJobDecision(
@@ -491,6 +515,14 @@ def _audit_state(
         actions=actions,
         events=(Event("Normal", "Auditing", "auditing the training data on CPU"),),
     )
+
+
+def _audit_failed(
+    reason: str, message: str, field_status: dict[str, Any], now: datetime
+) -> FineTuneJobDecision:
+    failed = _fail(reason, message, field_status, now)
+    audited = Cond("Audited", "False", reason, message)
+    return replace(failed, conditions=(audited, *failed.conditions))
 
 
 def _terminal(
