@@ -203,19 +203,11 @@ def training_job(
     names = Names(run.name)
     labels = _labels(run, "train", attempt)
     resources = _training_resources(spec)
-    processes = max(spec.resources.gpus_per_node, 1)
-    env = [
-        _config_env(spec, run, attempt, settings),
-        *_rendezvous_env(spec, run, attempt, settings),
-        *credential_env(credentials_secret(spec, settings)),
-        *hub_token_env(spec.model.token_secret),
-        threads_env(quantity_value(resources["requests"]["cpu"]) / processes),
-    ]
     container = {
         "name": "train",
         "image": spec.image or settings.trainer_image,
         "command": _train_command(spec, settings),
-        "env": env,
+        "env": _training_env(spec, run, attempt, settings, resources),
         "resources": resources,
         "ports": [{"name": "rendezvous", "containerPort": settings.master_port}],
         "securityContext": container_security_context(),
@@ -245,6 +237,36 @@ def training_job(
     apply_pod_template(pod_spec, template, extra_resources=True)
     if spec.resources.queue_name:
         labels = {**labels, KUEUE_QUEUE_LABEL: spec.resources.queue_name}
+    return job_manifest(
+        name=names.train_job(attempt),
+        owner=_owner(run),
+        labels=labels,
+        pod_spec=pod_spec,
+        job_spec=_training_job_spec(spec, active_deadline_seconds, suspend=suspend),
+        pod_annotations=settings.pod_annotations,
+    )
+
+
+def _training_env(
+    spec: FineTuneJobSpec,
+    run: RunRef,
+    attempt: int,
+    settings: Settings,
+    resources: dict[str, Any],
+) -> list[dict[str, Any]]:
+    processes = max(spec.resources.gpus_per_node, 1)
+    return [
+        _config_env(spec, run, attempt, settings),
+        *_rendezvous_env(spec, run, attempt, settings),
+        *credential_env(credentials_secret(spec, settings)),
+        *hub_token_env(spec.model.token_secret),
+        threads_env(quantity_value(resources["requests"]["cpu"]) / processes),
+    ]
+
+
+def _training_job_spec(
+    spec: FineTuneJobSpec, active_deadline_seconds: int | None, *, suspend: bool
+) -> dict[str, Any]:
     job_spec: dict[str, Any] = {
         "backoffLimit": 0,
         "podFailurePolicy": DISRUPTION_POLICY,
@@ -257,14 +279,7 @@ def training_job(
         job_spec["completionMode"] = "Indexed"
     if active_deadline_seconds is not None:
         job_spec["activeDeadlineSeconds"] = max(active_deadline_seconds, 1)
-    return job_manifest(
-        name=names.train_job(attempt),
-        owner=_owner(run),
-        labels=labels,
-        pod_spec=pod_spec,
-        job_spec=job_spec,
-        pod_annotations=settings.pod_annotations,
-    )
+    return job_spec
 
 
 def headless_service(spec: FineTuneJobSpec, *, run: RunRef, settings: Settings) -> dict[str, Any]:

@@ -61,49 +61,14 @@ def trainer_config(
     spec: FineTuneJobSpec, *, run: RunRef, attempt: int, settings: Settings
 ) -> dict[str, Any]:
     layout = OutputLayout.under(spec.output.uri)
-    lora = spec.lora or (ApiLora() if spec.method in ("lora", "qlora") else None)
-    data: dict[str, Any] = {
-        "train": spec.dataset.train,
-        "validation": spec.dataset.validation,
-        "validation_split": spec.dataset.validation_split,
-        "format": spec.dataset.format,
-        "on_malformed_row": spec.dataset.on_malformed_row,
-        "replay": (
-            {"dataset": spec.replay.dataset, "ratio": spec.replay.ratio} if spec.replay else None
-        ),
-    }
-    # Always rendered, so the trainer never falls back on defaults of its own.
-    data["fields"] = (spec.dataset.fields or FieldMapping()).model_dump()
-    t = spec.training
     return {
         "version": 1,
         "run": {"namespace": run.namespace, "name": run.name, "uid": run.uid, "attempt": attempt},
         "model": {"uri": spec.model.uri, "revision": spec.model.revision},
-        "data": data,
+        "data": _data_section(spec),
         "method": spec.method,
-        "lora": (
-            {
-                "rank": lora.rank,
-                "alpha": lora.alpha,
-                "dropout": lora.dropout,
-                "target_modules": list(lora.target_modules),
-            }
-            if lora
-            else None
-        ),
-        "training": {
-            "epochs": t.epochs,
-            "max_steps": t.max_steps,
-            "learning_rate": t.learning_rate,
-            "batch_size": t.batch_size,
-            "gradient_accumulation": t.gradient_accumulation,
-            "max_seq_length": t.max_seq_length,
-            "seed": t.seed,
-            "precision": t.precision,
-            "gradient_checkpointing": t.gradient_checkpointing,
-            "warmup_ratio": t.warmup_ratio,
-            "checkpoint_every": t.checkpoint_every,
-        },
+        "lora": _lora_section(spec),
+        "training": _training_section(spec),
         "deepspeed": (
             {
                 "zero_stage": spec.deepspeed.zero_stage,
@@ -130,4 +95,48 @@ def trainer_config(
         },
         "storage": settings.storage_document(spec.storage),
         "progress_interval_seconds": settings.progress_interval_seconds,
+    }
+
+
+def _data_section(spec: FineTuneJobSpec) -> dict[str, Any]:
+    dataset = spec.dataset
+    replay = spec.replay
+    return {
+        "train": dataset.train,
+        "validation": dataset.validation,
+        "validation_split": dataset.validation_split,
+        "format": dataset.format,
+        "on_malformed_row": dataset.on_malformed_row,
+        "replay": {"dataset": replay.dataset, "ratio": replay.ratio} if replay else None,
+        # Always rendered, so the trainer never falls back on defaults of its own.
+        "fields": (dataset.fields or FieldMapping()).model_dump(),
+    }
+
+
+def _lora_section(spec: FineTuneJobSpec) -> dict[str, Any] | None:
+    lora = spec.lora or (ApiLora() if spec.method in ("lora", "qlora") else None)
+    if lora is None:
+        return None
+    return {
+        "rank": lora.rank,
+        "alpha": lora.alpha,
+        "dropout": lora.dropout,
+        "target_modules": list(lora.target_modules),
+    }
+
+
+def _training_section(spec: FineTuneJobSpec) -> dict[str, Any]:
+    t = spec.training
+    return {
+        "epochs": t.epochs,
+        "max_steps": t.max_steps,
+        "learning_rate": t.learning_rate,
+        "batch_size": t.batch_size,
+        "gradient_accumulation": t.gradient_accumulation,
+        "max_seq_length": t.max_seq_length,
+        "seed": t.seed,
+        "precision": t.precision,
+        "gradient_checkpointing": t.gradient_checkpointing,
+        "warmup_ratio": t.warmup_ratio,
+        "checkpoint_every": t.checkpoint_every,
     }
