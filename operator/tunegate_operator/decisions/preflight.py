@@ -129,8 +129,30 @@ def _secret_problems(
 
 
 def preflight(spec: FineTuneJobSpec, inputs: PreflightInputs) -> PreflightResult:
-    problems: list[Problem] = []
     pool = _pool_name(spec)
+    problems = _reference_problems(spec, inputs)
+    matching = [
+        n
+        for n in inputs.nodes
+        if all(n.labels.get(k) == v for k, v in spec.resources.node_selector.items())
+        and _tolerates(n.taints, spec)
+    ]
+    problems += _placement_problems(spec, matching, pool)
+    memory_plan: Plan | None = None
+    if inputs.model_config_error:
+        problems.append(
+            Problem("spec.model.uri", "ModelNotFound", inputs.model_config_error, waiting=True)
+        )
+    elif inputs.model_config is not None and spec.resources.gpus_per_node and matching:
+        memory_plan, problem = _memory_plan(spec, inputs.model_config, matching, pool)
+        if problem:
+            problems.append(problem)
+    return PreflightResult(tuple(problems), memory_plan, pool)
+
+
+def _reference_problems(spec: FineTuneJobSpec, inputs: PreflightInputs) -> list[Problem]:
+    """Secrets and S3 objects the spec names."""
+    problems: list[Problem] = []
     if inputs.secret_name:
         problems += _secret_problems(
             "spec.storage.credentialsSecret",
@@ -146,65 +168,37 @@ def preflight(spec: FineTuneJobSpec, inputs: PreflightInputs) -> PreflightResult
             ("HF_TOKEN",),
         )
     for field_name, uri in sorted(inputs.missing_objects.items()):
-        problems.append(
-            Problem(
-                field_name,
-                "ObjectNotFound",
-                f"{field_name}: {uri} does not exist in S3",
-                waiting=True,
-            )
-        )
+        message = f"{field_name}: {uri} does not exist in S3"
+        problems.append(Problem(field_name, "ObjectNotFound", message, waiting=True))
+    return problems
 
-    matching = [
-        n
-        for n in inputs.nodes
-        if all(n.labels.get(k) == v for k, v in spec.resources.node_selector.items())
-        and _tolerates(n.taints, spec)
-    ]
+
+def _placement_problems(
+    spec: FineTuneJobSpec, matching: Sequence[NodeView], pool: str
+) -> list[Problem]:
+    """Whether the pool the spec selects can ever hold the run's pods."""
     wanted = spec.resources.gpus_per_node
     if not matching:
-        problems.append(
-            Problem(
-                "spec.resources.nodeSelector",
-                "NoMatchingNodes",
-                f"no node matches spec.resources.nodeSelector ({pool}) and tolerates its taints; "
-                "waiting for the pool to have nodes",
-                waiting=True,
-            )
+        message = (
+            f"no node matches spec.resources.nodeSelector ({pool}) and tolerates its taints; "
+            "waiting for the pool to have nodes"
         )
-    elif wanted and max(n.gpus for n in matching) < wanted:
-        problems.append(
-            Problem(
-                "spec.resources.gpusPerNode",
-                "InsufficientGPUs",
-                f"spec.resources.gpusPerNode is {wanted} but nodes of {pool} have at most "
-                f"{max(n.gpus for n in matching)} {GPU_RESOURCE}",
-                waiting=False,
-            )
+        return [Problem("spec.resources.nodeSelector", "NoMatchingNodes", message, waiting=True)]
+    if wanted and max(n.gpus for n in matching) < wanted:
+        message = (
+            f"spec.resources.gpusPerNode is {wanted} but nodes of {pool} have at most "
+            f"{max(n.gpus for n in matching)} {GPU_RESOURCE}"
         )
-    elif wanted and (slots := sum(n.gpus // wanted for n in matching)) < spec.resources.nodes:
+        return [Problem("spec.resources.gpusPerNode", "InsufficientGPUs", message, waiting=False)]
+    if wanted and (slots := sum(n.gpus // wanted for n in matching)) < spec.resources.nodes:
         # Each of the run's pods needs gpusPerNode GPUs on one node; several pods may
         # share a node that has room for them (the scheduler packs them as it can).
-        problems.append(
-            Problem(
-                "spec.resources.nodes",
-                "InsufficientNodes",
-                f"spec.resources.nodes is {spec.resources.nodes} but {pool} has room for only "
-                f"{slots} pod(s) of {wanted} {GPU_RESOURCE}; waiting for the pool to grow",
-                waiting=True,
-            )
+        message = (
+            f"spec.resources.nodes is {spec.resources.nodes} but {pool} has room for only "
+            f"{slots} pod(s) of {wanted} {GPU_RESOURCE}; waiting for the pool to grow"
         )
-
-    memory_plan: Plan | None = None
-    if inputs.model_config_error:
-        problems.append(
-            Problem("spec.model.uri", "ModelNotFound", inputs.model_config_error, waiting=True)
-        )
-    elif inputs.model_config is not None and wanted and matching:
-        memory_plan, problem = _memory_plan(spec, inputs.model_config, matching, pool)
-        if problem:
-            problems.append(problem)
-    return PreflightResult(tuple(problems), memory_plan, pool)
+        return [Problem("spec.resources.nodes", "InsufficientNodes", message, waiting=True)]
+    return []
 
 
 def _memory_plan(
