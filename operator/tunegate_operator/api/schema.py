@@ -73,28 +73,7 @@ def _convert(node: dict[str, Any], definitions: dict[str, Any], *, path: str) ->
         out["enum"] = list(node["enum"])
     elif "type" in node:
         out["type"] = node["type"]
-    for key in (
-        "minimum",
-        "maximum",
-        "minLength",
-        "maxLength",
-        "minItems",
-        "maxItems",
-        "pattern",
-        "format",
-        "uniqueItems",
-        "minProperties",
-        "maxProperties",
-    ):
-        if key in node:
-            out[key] = node[key]
-    for bound, plain in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
-        if bound in node:
-            out[plain] = node[bound]
-            out[bound] = True
-    if node.get("default") is not None:
-        # Unset optionals are absent, never null, in Kubernetes defaults.
-        out["default"] = _without_nulls(node["default"])
+    _copy_bounds(node, out)
     if out.get("type") == "object" or "properties" in node:
         out["type"] = "object"
         properties = node.get("properties", {})
@@ -131,6 +110,32 @@ def _convert(node: dict[str, Any], definitions: dict[str, Any], *, path: str) ->
     if unknown:
         raise SchemaError(f"{path}: unsupported schema keys {sorted(unknown)}")
     return out
+
+
+def _copy_bounds(node: dict[str, Any], out: dict[str, Any]) -> None:
+    """Value constraints and the default, in the form Kubernetes takes them."""
+    for key in (
+        "minimum",
+        "maximum",
+        "minLength",
+        "maxLength",
+        "minItems",
+        "maxItems",
+        "pattern",
+        "format",
+        "uniqueItems",
+        "minProperties",
+        "maxProperties",
+    ):
+        if key in node:
+            out[key] = node[key]
+    for bound, plain in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        if bound in node:
+            out[plain] = node[bound]
+            out[bound] = True
+    if node.get("default") is not None:
+        # Unset optionals are absent, never null, in Kubernetes defaults.
+        out["default"] = _without_nulls(node["default"])
 
 
 def _without_nulls(value: Any) -> Any:
