@@ -279,11 +279,13 @@ def _after_attempt(
     """The latest attempt ended without a manifest: it failed, or it was disrupted."""
     latest, attempts, now = attempt.job, attempt.number, observed.now
     assert latest is not None
-    base_status, conditions, start = (
-        attempt.base_status,
-        attempt.conditions,
-        attempt.start(observed),
-    )
+    base_status, conditions = attempt.base_status, attempt.conditions
+
+    def next_attempt(*events: Event) -> FineTuneJobDecision:
+        start = attempt.start(observed)
+        return _start_attempt(spec, observed, attempts + 1, base_status=base_status,
+                              conditions=conditions, start=start, events=events)  # fmt: skip
+
     why = latest.message or latest.reason or "the trainer exited without writing manifest.json"
     if latest.reason == DISRUPTED_REASON:
         # Preemption and eviction are the cluster's doing: they never use up the
@@ -293,15 +295,7 @@ def _after_attempt(
             f"attempt {attempts + 1} resumes from the latest checkpoint and does not count "
             "against spec.runPolicy.backoffLimit"
         )
-        return _start_attempt(
-            spec,
-            observed,
-            attempts + 1,
-            base_status=base_status,
-            conditions=conditions,
-            start=start,
-            events=(Event("Warning", "AttemptDisrupted", message),),
-        )
+        return next_attempt(Event("Warning", "AttemptDisrupted", message))
     failures = counted_failures(observed.train_jobs)
     if failures > spec.run_policy.backoff_limit:
         return _fail(
@@ -327,9 +321,7 @@ def _after_attempt(
             if _condition_reason(observed.status, "Training") != "Retrying"
             else (),
         )
-    return _start_attempt(
-        spec, observed, attempts + 1, base_status=base_status, conditions=conditions, start=start
-    )
+    return next_attempt()
 
 
 def counted_failures(train_jobs: Mapping[int, JobView]) -> int:
