@@ -20,7 +20,7 @@ from tunegate_cluster.node_pools import GPU_TOLERATION, POOL_LABEL
 from tunegate_cluster.processes import wait_until
 from tunegate_cluster.real_node_config import REAL_POOL
 from tunegate_operator.api.common import CacheSpec
-from tunegate_operator.builders.jobs import container_security_context, pod_security_context
+from tunegate_operator.builders.job_envelope import container_security_context, pod_security_context
 from tunegate_operator.builders.pod_volumes import pod_volumes
 
 SECRET = "tunegate-s3"
