@@ -9,7 +9,7 @@ from typing import Any, get_args
 
 import pytest
 from lupa import LuaRuntime
-from test_finetunejob_decisions import PASSED, failed, observed, spec
+from test_finetunejob_decisions import retries_used_up, spec
 
 from tunegate_operator.api.evalgate import Phase as GatePhase
 from tunegate_operator.api.finetunejob import Phase as JobPhase
@@ -30,17 +30,7 @@ def health(script: str, obj: dict[str, Any]) -> dict[str, str]:
 def failed_status() -> dict[str, Any]:
     """The status the operator writes when a run exhausts its retries (its own pure
     decision, so the check reads the conditions production really writes)."""
-    decision = decide_finetunejob(
-        spec(),
-        observed(
-            audit_report=PASSED,
-            train_jobs={
-                1: failed("run-train-1"),
-                2: failed("run-train-2"),
-                3: failed("run-train-3", message="pod x exited with code 137: OOMKilled"),
-            },
-        ),
-    )
+    decision = decide_finetunejob(spec(), retries_used_up("pod x exited with code 137: OOMKilled"))
     assert decision.phase == "Failed"
     status = desired_status(decision, {}, now=datetime(2026, 1, 1, tzinfo=UTC), generation=2)
     return {k: v for k, v in status.items() if k != "phase"}

@@ -286,18 +286,20 @@ def test_decision_table(
     assert list(decision.actions) == actions
 
 
-def test_failures_name_their_reason_and_cause() -> None:
-    decision = decide_finetunejob(
-        spec(),
-        observed(
-            audit_report=PASSED,
-            train_jobs={
-                1: failed("run-train-1"),
-                2: failed("run-train-2"),
-                3: failed("run-train-3", message="pod x exited with code 3: OOM"),
-            },
-        ),
+def retries_used_up(cause: str) -> FineTuneJobObserved:
+    """Three failed attempts with the default backoffLimit (2): the run is over."""
+    return observed(
+        audit_report=PASSED,
+        train_jobs={
+            1: failed("run-train-1"),
+            2: failed("run-train-2"),
+            3: failed("run-train-3", message=cause),
+        },
     )
+
+
+def test_failures_name_their_reason_and_cause() -> None:
+    decision = decide_finetunejob(spec(), retries_used_up("pod x exited with code 3: OOM"))
     cond = next(c for c in decision.conditions if c.type == "Failed")
     assert cond.reason == "BackoffLimitExceeded"
     assert "spec.runPolicy.backoffLimit (2)" in cond.message and "OOM" in cond.message

@@ -11,20 +11,18 @@ from tunegate_operator.api.evalgate import EvalGateSpec
 from tunegate_operator.builders.job_envelope import (
     MANAGED_LABELS,
     Owner,
-    container_security_context,
     credential_env,
     hub_token_env,
     job_manifest,
     placement_tolerations,
     threads_env,
     with_volumes,
+    worker_container,
     worker_pod_spec,
 )
 from tunegate_operator.builders.pod_template import apply_pod_template, merge_templates
 from tunegate_operator.builders.pod_volumes import (
     cache_size_needed,
-    pod_volumes,
-    shared_memory_size,
 )
 from tunegate_operator.builders.quantities import quantity_value
 from tunegate_operator.settings import Settings
@@ -141,15 +139,13 @@ def eval_job(
     }
     if spec.resources.gpus:
         resources["limits"][GPU_RESOURCE] = str(spec.resources.gpus)
-    container = {
-        "name": "eval",
-        "image": spec.image or settings.trainer_image,
-        "command": [settings.trainer_python, "-m", "tunegate_trainer", "eval"],
-        "env": _eval_env(spec, gate=gate, candidate=candidate, settings=settings),
-        "resources": resources,
-        "securityContext": container_security_context(),
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-    }
+    container = worker_container(
+        "eval",
+        spec.image or settings.trainer_image,
+        [settings.trainer_python, "-m", "tunegate_trainer", "eval"],
+        _eval_env(spec, gate=gate, candidate=candidate, settings=settings),
+        resources,
+    )
     pod_spec = worker_pod_spec(
         container,
         node_selector=spec.resources.node_selector,
@@ -158,13 +154,12 @@ def eval_job(
         priority_class=spec.resources.priority_class_name,
     )
     with_volumes(
-        pod_spec["containers"][0],
+        container,
         pod_spec,
-        pod_volumes(
-            spec.resources.cache,
-            shared_memory=shared_memory_size(spec.resources.shared_memory, spec.resources.memory),
-            cache_bytes=cache_size_needed(model_bytes, None),
-        ),
+        cache=spec.resources.cache,
+        shared_memory=spec.resources.shared_memory,
+        memory=spec.resources.memory,
+        cache_bytes=cache_size_needed(model_bytes, None),
     )
     template = merge_templates(settings.pod_template, spec.pod_template)
     apply_pod_template(pod_spec, template, extra_resources=True)

@@ -8,8 +8,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tunegate_operator.api.common import API_VERSION, GPU_RESOURCE, Toleration
-from tunegate_operator.builders.pod_volumes import CACHE_DIR, CACHE_ENV, PodVolumes
+from tunegate_operator.api.common import API_VERSION, GPU_RESOURCE, CacheSpec, Toleration
+from tunegate_operator.builders.pod_volumes import (
+    CACHE_DIR,
+    CACHE_ENV,
+    pod_volumes,
+    shared_memory_size,
+)
 from tunegate_operator.settings import Settings
 
 MANAGED_LABELS = {
@@ -150,8 +155,34 @@ def threads_env(cpu_per_process: float) -> dict[str, str]:
     return {"name": "OMP_NUM_THREADS", "value": str(max(1, int(cpu_per_process)))}
 
 
-def with_volumes(container: dict[str, Any], pod_spec: dict[str, Any], volumes: PodVolumes) -> None:
+def worker_container(
+    name: str, image: str, command: list[str], env: list[dict[str, Any]], resources: Any
+) -> dict[str, Any]:
+    """An audit, training or eval container: unprivileged, its log tail as the message."""
+    return {
+        "name": name,
+        "image": image,
+        "command": command,
+        "env": env,
+        "resources": resources,
+        "securityContext": container_security_context(),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+
+
+def with_volumes(
+    container: dict[str, Any],
+    pod_spec: dict[str, Any],
+    *,
+    cache: CacheSpec,
+    shared_memory: str | None,
+    memory: str | None,
+    cache_bytes: int | None,
+) -> None:
     """Mount /dev/shm and the cache, and request the cache's ephemeral storage."""
+    volumes = pod_volumes(
+        cache, shared_memory=shared_memory_size(shared_memory, memory), cache_bytes=cache_bytes
+    )
     container["volumeMounts"] = volumes.mounts
     container["env"].append({"name": CACHE_ENV, "value": CACHE_DIR})
     pod_spec["volumes"] = volumes.volumes

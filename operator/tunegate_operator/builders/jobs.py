@@ -14,20 +14,18 @@ from tunegate_operator.api.finetunejob import FineTuneJobSpec
 from tunegate_operator.builders.job_envelope import (
     MANAGED_LABELS,
     Owner,
-    container_security_context,
     credential_env,
     hub_token_env,
     job_manifest,
     placement_tolerations,
     threads_env,
     with_volumes,
+    worker_container,
     worker_pod_spec,
 )
 from tunegate_operator.builders.pod_template import apply_pod_template, merge_templates
 from tunegate_operator.builders.pod_volumes import (
     cache_size_needed,
-    pod_volumes,
-    shared_memory_size,
 )
 from tunegate_operator.builders.quantities import mebibytes, quantity_value
 from tunegate_operator.builders.trainer_config import (
@@ -95,20 +93,15 @@ def _config_env(
 def audit_job(spec: FineTuneJobSpec, *, run: RunRef, settings: Settings) -> dict[str, Any]:
     """CPU only: no GPU_RESOURCE is held while the data is audited."""
     labels = _labels(run, "audit")
-    container = {
-        "name": "audit",
+    container = worker_container(
+        "audit",
         # The audit is the operator's own check: its slim image, even for a custom
         # spec.image (which only has to train).
-        "image": settings.audit_image or spec.image or settings.trainer_image,
-        "command": [settings.trainer_python, "-m", "tunegate_trainer", "audit"],
-        "env": [
-            _config_env(spec, run, 1, settings),
-            *credential_env(credentials_secret(spec, settings)),
-        ],
-        "resources": settings.audit_resources,
-        "securityContext": container_security_context(),
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-    }
+        settings.audit_image or spec.image or settings.trainer_image,
+        [settings.trainer_python, "-m", "tunegate_trainer", "audit"],
+        [_config_env(spec, run, 1, settings), *credential_env(credentials_secret(spec, settings))],
+        settings.audit_resources,
+    )
     pod_spec = worker_pod_spec(
         container,
         node_selector=settings.audit_placement.node_selector,
@@ -203,16 +196,14 @@ def training_job(
     names = Names(run.name)
     labels = _labels(run, "train", attempt)
     resources = _training_resources(spec)
-    container = {
-        "name": "train",
-        "image": spec.image or settings.trainer_image,
-        "command": _train_command(spec, settings),
-        "env": _training_env(spec, run, attempt, settings, resources),
-        "resources": resources,
-        "ports": [{"name": "rendezvous", "containerPort": settings.master_port}],
-        "securityContext": container_security_context(),
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-    }
+    container = worker_container(
+        "train",
+        spec.image or settings.trainer_image,
+        _train_command(spec, settings),
+        _training_env(spec, run, attempt, settings, resources),
+        resources,
+    )
+    container["ports"] = [{"name": "rendezvous", "containerPort": settings.master_port}]
     pod_spec = worker_pod_spec(
         container,
         node_selector=spec.resources.node_selector,
@@ -225,11 +216,10 @@ def training_job(
     with_volumes(
         container,
         pod_spec,
-        pod_volumes(
-            spec.resources.cache,
-            shared_memory=shared_memory_size(spec.resources.shared_memory, spec.resources.memory),
-            cache_bytes=cache_size_needed(model_bytes, spec.method),
-        ),
+        cache=spec.resources.cache,
+        shared_memory=spec.resources.shared_memory,
+        memory=spec.resources.memory,
+        cache_bytes=cache_size_needed(model_bytes, spec.method),
     )
     if spec.resources.nodes > 1:
         pod_spec["subdomain"] = names.service
