@@ -81,7 +81,8 @@ def write_version(
     present = set(s3.list_files(target))
     for name in sorted(set(files) - present):
         s3.copy(f"{source}/{name}", f"{target}/{name}")
-    problem = _mismatch(s3, target, files, present=set(s3.list_files(target)))
+    # A copy that returned is in place: no second LIST to learn what is there now.
+    problem = _mismatch(s3, target, files, present=present | set(files))
     if problem is None:
         return
     if not keep_on_failure:
