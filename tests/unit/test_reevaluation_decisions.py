@@ -131,7 +131,7 @@ def test_rounds_have_their_own_job_and_results_beside_the_original() -> None:
     # Only the served version's files, never the whole history under the prefix.
     assert served.adapter_uri == f"s3://b/serving/x/versions/{SHA[:12]}"
     # A round that judges a version the pointer has since left still reads that one.
-    moved = {"current": {"sha256": "cd" * 32, "uri": "s3://b/serving/x/versions/cdcdcdcdcdcd"}}
+    moved = {"current": {"sha256": "ef" * 32, "uri": "s3://b/serving/x/versions/efefefefefef"}}
     assert served_candidate(candidate, "s3://b/serving/x", moved, SHA).adapter_uri == (
         f"s3://b/serving/x/versions/{SHA[:12]}"
     )
