@@ -24,7 +24,7 @@ def _ours(model: Path, adapter: Path) -> tuple[float, float, float]:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from tunegate_trainer.eval_config import Suite
+    from tunegate_contract.eval_config import Suite
     from tunegate_trainer.evaluate import Scorer, score_suite
     from tunegate_trainer.modeling import load_tokenizer
 
@@ -36,7 +36,7 @@ def _ours(model: Path, adapter: Path) -> tuple[float, float, float]:
     scored = score_suite(scorer, suite, items)
     seconds = time.monotonic() - started
     n = len(items)
-    return seconds, sum(scored["base"]) / n, sum(scored["candidate"]) / n
+    return seconds, sum(scored.base) / n, sum(scored.candidate) / n
 
 
 def main() -> None:

@@ -23,6 +23,7 @@ from tunegate_cluster.cluster import ClusterInfo, LocalCluster
 from tunegate_cluster.object_store import S3Access, s3_client
 from tunegate_cluster.operator_process import OperatorProcess
 from tunegate_cluster.processes import wait_until
+from tunegate_contract.eval_results import EvalResults
 
 GATES = 50
 WINDOW_SECONDS = 60
@@ -49,12 +50,15 @@ def _per_minute(pid: int) -> float:
     return (_cpu_seconds(pid) - start) * 60 / WINDOW_SECONDS
 
 
-def _results(rng: np.random.Generator, forgets: bool) -> dict[str, Any]:
+def _results(rng: np.random.Generator, index: int, bucket: str) -> dict[str, Any]:
+    """The eval pod's results.json for gate-<index> (every other candidate forgets)."""
+    forgets = index % 2 == 0
     suites = []
     for name, role in ROLES:
         if role == "drift":
             kl = list(rng.exponential(0.02, 400))
-            suites.append({"name": name, "role": role, "metric": "kl", "base": [], "candidate": kl})
+            drift = {"name": name, "role": role, "metric": "kl", "items": 400}
+            suites.append(drift | {"base": [], "candidate": kl})
             continue
         base = (rng.random(400) < 0.6).astype(float)
         candidate = base.copy()
@@ -67,11 +71,20 @@ def _results(rng: np.random.Generator, forgets: bool) -> dict[str, Any]:
                 "name": name,
                 "role": role,
                 "metric": METRICS[role],
+                "items": len(candidate),
                 "base": list(base),
                 "candidate": list(candidate),
             }
         )
-    return {"suites": suites}
+    return EvalResults.model_validate(
+        {
+            "gate": {"namespace": NAMESPACE, "name": f"gate-{index}", "uid": "-", "generation": 1},
+            "base_model": f"s3://{bucket}/bench/model",
+            "adapter": f"s3://{bucket}/bench/a{index}/adapter",
+            "suites": suites,
+            "created_at": "2026-01-01T00:00:00Z",
+        }
+    ).to_json()
 
 
 def _gate(index: int, bucket: str) -> dict[str, Any]:
@@ -112,7 +125,7 @@ def _settle(info: ClusterInfo) -> None:
     rng = np.random.default_rng(0)
     for index in range(GATES):
         key = f"bench/a{index}/evals/gate-{index}-g1/results.json"
-        body = json.dumps(_results(rng, forgets=index % 2 == 0)).encode()
+        body = json.dumps(_results(rng, index, info.s3_bucket)).encode()
         s3.put_object(Bucket=info.s3_bucket, Key=key, Body=body)
     gates = [_gate(i, info.s3_bucket) for i in range(GATES)]
     document = json.dumps({"apiVersion": "v1", "kind": "List", "items": gates})

@@ -75,7 +75,8 @@ def _variant(adapter: Path, target: Path) -> Path:
 def _round(store: Any, client: Any, bucket: str, root: str, adapters: list[Path]) -> dict[str, Any]:
     """One measurement: baseline copy, then promote the second version over the first,
     then roll it back."""
-    from tunegate_operator.promotion import promote, roll_back, tree_digest
+    from tunegate_contract.digest import tree_digest
+    from tunegate_operator.promotion import promote, roll_back
 
     uris = [f"s3://{bucket}/{root}/{i}/adapter" for i in range(2)]
     files = [

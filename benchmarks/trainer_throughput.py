@@ -146,7 +146,7 @@ def per_example_eval_loss(model: Any, tokenizer: Any, path: Path) -> float:
 
 
 def _ours(model: Path, work: Path) -> dict[str, float]:
-    from tunegate_trainer.config import TrainerConfig
+    from tunegate_contract.trainer_config import TrainerConfig
     from tunegate_trainer.storage import Store
     from tunegate_trainer.train import run
 

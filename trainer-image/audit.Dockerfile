@@ -12,11 +12,11 @@ ENV PYTHONUNBUFFERED=1 \
 
 WORKDIR /opt/tunegate
 COPY pyproject.toml constraints.txt ./
+COPY contract/tunegate_contract ./contract/tunegate_contract
 COPY trainer-image/tunegate_trainer ./trainer-image/tunegate_trainer
-# Empty stand-ins for the distribution's other packages and its README (as in the
-# trainer image); constraints.txt pins the exact versions the tests ran.
-RUN touch README.md && mkdir -p operator/tunegate_operator tests/cluster/tunegate_cluster \
-    && touch operator/tunegate_operator/__init__.py tests/cluster/tunegate_cluster/__init__.py \
+# Only the packages the audit runs (as in the trainer image); constraints.txt pins the
+# exact versions the tests ran.
+RUN touch README.md \
     && pip install ${PIP_INSTALL_OPTIONS} -c constraints.txt '.[audit]'
 
 RUN useradd --uid 10001 --user-group --create-home trainer

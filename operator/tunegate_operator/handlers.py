@@ -13,16 +13,15 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, cast
 
 import kopf
 from pydantic import ValidationError
 
+from tunegate_contract.base import DocumentError, parse_rfc3339
 from tunegate_operator import metrics
 from tunegate_operator.api.common import GROUP, VERSION
-from tunegate_operator.builders.eval_job import GATE_LABEL
-from tunegate_operator.builders.jobs import FTJ_LABEL
+from tunegate_operator.api.names import FTJ_LABEL, GATE_LABEL
 from tunegate_operator.decisions.vocabulary import Event
 from tunegate_operator.k8s_io import Kube
 from tunegate_operator.reconcile_evalgate import reconcile_evalgate
@@ -92,13 +91,19 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
 
 @contextmanager
 def _reported_failures(kind: str, body: dict[str, Any]) -> Iterator[None]:
-    """Bad specs and unreachable storage become a Warning event (and a metric), not a
-    crash; anything else is counted and re-raised for kopf to log."""
+    """Bad specs, malformed S3 documents and unreachable storage become a Warning event
+    (and a metric), not a crash; anything else is counted and re-raised for kopf."""
     meta = body["metadata"]
     try:
         yield
-    except (ValidationError, StorageError) as exc:
-        reason = "InvalidSpec" if isinstance(exc, ValidationError) else "StorageUnavailable"
+    except (ValidationError, StorageError, DocumentError) as exc:
+        reason = (
+            "InvalidSpec"
+            if isinstance(exc, ValidationError)
+            else "MalformedDocument"
+            if isinstance(exc, DocumentError)
+            else "StorageUnavailable"
+        )
         metrics.RECONCILE_ERRORS.labels(kind, reason).inc()
         log.warning("%s %s/%s: %s: %s", kind, meta["namespace"], meta["name"], reason, exc)
         kopf.event(cast(kopf.Body, body), type="Warning", reason=reason, message=str(exc)[:1000])
@@ -155,7 +160,7 @@ def _observe_apply_to_pod(body: dict[str, Any], kube: Kube) -> None:
     first = kube.first_pod_started(meta["namespace"], f"{meta['name']}-train-1")
     if first is None:
         return
-    created = datetime.fromisoformat(meta["creationTimestamp"].replace("Z", "+00:00"))
+    created = parse_rfc3339(meta["creationTimestamp"])
     metrics.observe_first_pod(meta["uid"], (first - created).total_seconds())
 
 

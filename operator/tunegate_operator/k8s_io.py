@@ -11,8 +11,10 @@ from typing import Any, cast
 from kubernetes import client, config
 from kubernetes.client import ApiException
 
+from tunegate_contract.base import parse_rfc3339
 from tunegate_operator.api.common import GPU_RESOURCE, GROUP, VERSION
-from tunegate_operator.builders.jobs import ATTEMPT_LABEL, COMPONENT_LABEL, FTJ_LABEL, Names
+from tunegate_operator.api.names import ATTEMPT_LABEL, COMPONENT_LABEL, FTJ_LABEL
+from tunegate_operator.builders.jobs import Names
 from tunegate_operator.decisions.pod_failure import describe_pod_failure
 from tunegate_operator.decisions.preflight import NodeView
 from tunegate_operator.decisions.vocabulary import JobView
@@ -21,9 +23,7 @@ log = logging.getLogger(__name__)
 
 
 def _time(value: object) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parse_rfc3339(value) if isinstance(value, str) and value else None
 
 
 class HandoffError(Exception):

@@ -19,12 +19,15 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from tunegate_operator.api.common import GROUP, VERSION
-from tunegate_operator.builders.jobs import ATTEMPT_LABEL, FTJ_LABEL
-from tunegate_operator.decisions.verdict import APPROVE_ANNOTATION
+from tunegate_operator.api.names import (
+    APPROVE_ANNOTATION,
+    ATTEMPT_LABEL,
+    FTJ_LABEL,
+    LOCAL_LOG_DIR_ANNOTATION,
+)
 from tunegate_operator.s3_io import S3, StorageError
 
 # Pods run by the local development runner (no kubelet) keep their logs in files.
-LOCAL_LOG_DIR_ANNOTATION = "tunegate.dev/local-log-dir"
 
 
 class PluginError(Exception):

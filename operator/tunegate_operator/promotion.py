@@ -15,22 +15,22 @@ back without copying. Every step can be repeated: a retry finds what is done.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Mapping
-from datetime import UTC, datetime
-from typing import Any
 
-from tunegate_operator.decisions.conditions import rfc3339
+from tunegate_contract.base import now_rfc3339
+from tunegate_contract.digest import tree_digest
+from tunegate_contract.layout import promotion_record_uri, version_uri
+from tunegate_contract.promotion_record import (
+    KEPT,
+    POINTER_LAYOUT,
+    PromotionRecord,
+    VersionEntry,
+)
 from tunegate_operator.decisions.promotion_record import Promoted, promoted_of
 from tunegate_operator.s3_io import S3, StorageError, WriteConflictError
 
 log = logging.getLogger("tunegate")
-
-RECORD = "promotion.json"
-VERSIONS = "versions"
-LAYOUT = 2  # v0.1 (layout 1) served the files at the root and archived under .history/
-KEPT = 20  # entries listed under previous / rolledBack
 
 
 class PromotionError(Exception):
@@ -38,35 +38,12 @@ class PromotionError(Exception):
     pointer is unchanged."""
 
 
-def tree_digest(files: Mapping[str, str]) -> str:
-    """sha256 over sorted (relative path, file sha256) pairs: the same definition as
-    the trainer's manifest (tests/unit/test_contract_and_builders.py checks both)."""
-    digest = hashlib.sha256()
-    for name in sorted(files):
-        digest.update(f"{name}\0{files[name]}\n".encode())
-    return digest.hexdigest()
-
-
-def version_uri(root: str, sha256: str) -> str:
-    return f"{root.rstrip('/')}/{VERSIONS}/{sha256[:12]}"
-
-
-def _now() -> str:
-    return rfc3339(datetime.now(UTC))
-
-
-def current(s3: S3, promotion_uri: str) -> dict[str, Any] | None:
+def current(s3: S3, promotion_uri: str) -> PromotionRecord | None:
     """The pointer as stored (read-only: a v0.1 record is migrated when next written)."""
-    return s3.read_json(f"{promotion_uri.rstrip('/')}/{RECORD}")
+    return s3.read_document(promotion_record_uri(promotion_uri), PromotionRecord)
 
 
 # --- versions -----------------------------------------------------------------------
-
-
-def _referenced(record: Mapping[str, Any]) -> set[str]:
-    entries = [record.get("current"), *(record.get("previous") or [])]
-    entries += record.get("rolledBack") or []
-    return {str(e["sha256"]) for e in entries if e and e.get("sha256")}
 
 
 def write_version(
@@ -105,56 +82,87 @@ def _mismatch(s3: S3, target: str, files: Mapping[str, str], *, present: set[str
 # --- the pointer --------------------------------------------------------------------
 
 
-def _read_pointer(s3: S3, root: str) -> tuple[dict[str, Any], str | None]:
-    record, tag = s3.read_json_tagged(f"{root}/{RECORD}")
-    if record is not None and record.get("layout") != LAYOUT:
+def _read_pointer(s3: S3, root: str) -> tuple[PromotionRecord, str | None]:
+    uri = promotion_record_uri(root)
+    raw, tag = s3.read_json_tagged(uri)
+    if raw is None:
+        return PromotionRecord(layout=POINTER_LAYOUT), None
+    record = PromotionRecord.parse(raw, where=uri)
+    if record.layout != POINTER_LAYOUT:
         return _migrate(s3, root, record, tag)
-    return record or {}, tag
+    return record, tag
 
 
-def _write_pointer(s3: S3, root: str, record: dict[str, Any], tag: str | None) -> None:
+def _write_pointer(s3: S3, root: str, record: PromotionRecord, tag: str | None) -> None:
     """Compare-and-swap: a concurrent writer makes this raise WriteConflictError (retried on
     the next reconcile), never lose its version."""
-    pointer = f"{root}/{RECORD}"
-    s3.write_json(pointer, {**record, "layout": LAYOUT}, if_match=tag, if_absent=tag is None)
+    stored = record.model_copy(update={"layout": POINTER_LAYOUT}).to_json()
+    s3.write_json(promotion_record_uri(root), stored, if_match=tag, if_absent=tag is None)
 
 
 def _migrate(
-    s3: S3, root: str, record: dict[str, Any], tag: str | None
-) -> tuple[dict[str, Any], str | None]:
+    s3: S3, root: str, record: PromotionRecord, tag: str | None
+) -> tuple[PromotionRecord, str | None]:
     """A v0.1 record: the current files at the root, older ones under .history/<sha12>/.
     Each becomes a verified version; entries whose bytes are gone are dropped. The old
     files stay where they are (a v0.1 server keeps reading them) but are not updated."""
 
-    def moved(entry: Mapping[str, Any], source: str) -> dict[str, Any] | None:
-        target = version_uri(root, entry["sha256"])
+    def moved(entry: VersionEntry, source: str) -> VersionEntry | None:
+        target = version_uri(root, entry.sha256)
         try:
-            write_version(s3, source, target, entry.get("files") or {}, keep_on_failure=False)
+            write_version(s3, source, target, entry.files, keep_on_failure=False)
         except PromotionError as exc:
             log.warning("promotion %s: not migrated: %s", root, exc)
             return None
-        return {**entry, "uri": target}
+        return entry.model_copy(update={"uri": target})
 
-    def archived(entries: Any) -> list[dict[str, Any]]:
-        kept = (moved(e, f"{root}/.history/{e['sha256'][:12]}") for e in entries or [])
+    def archived(entries: list[VersionEntry]) -> list[VersionEntry]:
+        kept = (moved(e, f"{root}/.history/{e.sha256[:12]}") for e in entries)
         return [e for e in kept if e is not None]
 
-    head = record.get("current")
-    migrated: dict[str, Any] = {
-        "previous": archived(record.get("previous")),
-        "rolledBack": archived(record.get("rolledBack")),
-    }
-    if head:
-        entry = moved(head, root)
-        if entry is None:
+    head = None
+    if record.current is not None:
+        head = moved(record.current, root)
+        if head is None:
             raise PromotionError(f"{root}: the served files no longer match promotion.json")
-        migrated["current"] = entry
+    migrated = PromotionRecord(
+        layout=POINTER_LAYOUT,
+        current=head,
+        previous=archived(record.previous),
+        rolledBack=archived(record.rolled_back),
+    )
     _write_pointer(s3, root, migrated, tag)
-    written, new_tag = s3.read_json_tagged(f"{root}/{RECORD}")
-    return written or {}, new_tag
+    raw, new_tag = s3.read_json_tagged(promotion_record_uri(root))
+    return PromotionRecord.parse(raw or {}, where=promotion_record_uri(root)), new_tag
 
 
 # --- promotion and rollback ---------------------------------------------------------
+
+
+def _expected_files(
+    s3: S3, adapter_uri: str, expected_files: Mapping[str, str], expected_sha256: str | None
+) -> dict[str, str]:
+    """The files a version must hold: the manifest's, checked against its tree digest.
+    Without a manifest (spec.candidate.adapterUri), the bytes read now are the
+    reference the copy is checked against."""
+    files = s3.list_files(adapter_uri)
+    if not files:
+        raise PromotionError(f"{adapter_uri} holds no files")
+    if expected_files and set(files) != set(expected_files):
+        raise PromotionError(
+            f"{adapter_uri} files {sorted(files)} differ from the manifest's "
+            f"{sorted(expected_files)}"
+        )
+    expected = dict(expected_files) or {
+        name: s3.sha256(f"{adapter_uri.rstrip('/')}/{name}") for name in files
+    }
+    digest = tree_digest(expected)
+    if expected_sha256 and digest != expected_sha256:
+        raise PromotionError(
+            f"the manifest's files digest to {digest[:12]}, its adapter sha256 says "
+            f"{expected_sha256[:12]}; not promoted"
+        )
+    return expected
 
 
 def promote(
@@ -169,48 +177,22 @@ def promote(
     """Write the adapter as a verified version, then point serving at it."""
     root = promotion_uri.rstrip("/")
     record, tag = _read_pointer(s3, root)
-    files = s3.list_files(adapter_uri)
-    if not files:
-        raise PromotionError(f"{adapter_uri} holds no files")
-    if expected_files and set(files) != set(expected_files):
-        raise PromotionError(
-            f"{adapter_uri} files {sorted(files)} differ from the manifest's "
-            f"{sorted(expected_files)}"
-        )
-    # Without a manifest (spec.candidate.adapterUri), the bytes read now are the
-    # reference the copy is checked against.
-    expected = dict(expected_files) or {
-        name: s3.sha256(f"{adapter_uri.rstrip('/')}/{name}") for name in files
-    }
+    expected = _expected_files(s3, adapter_uri, expected_files, expected_sha256)
     digest = tree_digest(expected)
-    if expected_sha256 and digest != expected_sha256:
-        raise PromotionError(
-            f"the manifest's files digest to {digest[:12]}, its adapter sha256 says "
-            f"{expected_sha256[:12]}; not promoted"
-        )
-    head = record.get("current")
-    if head and head.get("sha256") == digest:
+    head = record.current
+    if head is not None and head.sha256 == digest:
         done = promoted_of(record)
         assert done is not None
         return done
-    target, at = version_uri(root, digest), _now()
-    write_version(s3, adapter_uri, target, expected, keep_on_failure=digest in _referenced(record))
-    entry = {
-        "sha256": digest,
-        "uri": target,
-        "source": adapter_uri,
-        "files": expected,
-        "at": at,
-        "gate": gate,
-    }
-    before = [e for e in [head, *(record.get("previous") or [])] if e and e["sha256"] != digest]
-    _write_pointer(
-        s3,
-        root,
-        {"current": entry, "previous": before[:KEPT], "rolledBack": record.get("rolledBack") or []},
-        tag,
+    target, at = version_uri(root, digest), now_rfc3339()
+    write_version(s3, adapter_uri, target, expected, keep_on_failure=digest in record.referenced())
+    entry = VersionEntry(
+        sha256=digest, uri=target, source=adapter_uri, files=expected, at=at, gate=gate
     )
-    return Promoted(target, digest, adapter_uri, head["sha256"] if head else None, at)
+    before = [e for e in [head, *record.previous] if e is not None and e.sha256 != digest]
+    promoted = record.model_copy(update={"current": entry, "previous": before[:KEPT]})
+    _write_pointer(s3, root, promoted, tag)
+    return Promoted(target, digest, adapter_uri, head.sha256 if head else None, at)
 
 
 def roll_back(s3: S3, *, promotion_uri: str, failed_sha256: str, gate: str) -> Promoted:
@@ -218,38 +200,33 @@ def roll_back(s3: S3, *, promotion_uri: str, failed_sha256: str, gate: str) -> P
     copied). Repeatable: when the failed version is no longer current, it was done."""
     root = promotion_uri.rstrip("/")
     record, tag = _read_pointer(s3, root)
-    head = record.get("current") or {}
-    if head.get("sha256") != failed_sha256:
-        if head.get("sha256") and failed_sha256 in {
-            str(e.get("sha256")) for e in record.get("rolledBack") or []
-        }:
+    head = record.current
+    if head is None or head.sha256 != failed_sha256:
+        if head is not None and failed_sha256 in {e.sha256 for e in record.rolled_back}:
             done = promoted_of(record)
             assert done is not None
             return Promoted(done.uri, done.sha256, done.source, failed_sha256, done.at)
         raise PromotionError(
             f"{root} no longer serves {failed_sha256[:12]}; another promotion replaced it"
         )
-    before = list(record.get("previous") or [])
-    if not before:
+    if not record.previous:
         raise PromotionError(f"{root} has no previous version to restore")
-    restore = before[0]
-    files = restore.get("files") or {}
-    problem = _mismatch(s3, restore["uri"], files, present=set(s3.list_files(restore["uri"])))
+    restore = record.previous[0]
+    restore_uri = restore.uri or version_uri(root, restore.sha256)
+    problem = _mismatch(s3, restore_uri, restore.files, present=set(s3.list_files(restore_uri)))
     if problem is not None:
-        raise PromotionError(f"cannot restore {restore['sha256'][:12]}: {problem}")
-    at = _now()
-    failed = {**head, "rolledBackAt": at, "rolledBackBy": gate}
-    _write_pointer(
-        s3,
-        root,
-        {
-            "current": {**restore, "restoredAt": at},
-            "previous": before[1:],
-            "rolledBack": [failed, *(record.get("rolledBack") or [])][:KEPT],
-        },
-        tag,
+        raise PromotionError(f"cannot restore {restore.sha256[:12]}: {problem}")
+    at = now_rfc3339()
+    failed = head.model_copy(update={"rolled_back_at": at, "rolled_back_by": gate})
+    rolled = record.model_copy(
+        update={
+            "current": restore.model_copy(update={"restored_at": at}),
+            "previous": record.previous[1:],
+            "rolled_back": [failed, *record.rolled_back][:KEPT],
+        }
     )
-    return Promoted(restore["uri"], restore["sha256"], restore.get("source", ""), failed_sha256, at)
+    _write_pointer(s3, root, rolled, tag)
+    return Promoted(restore_uri, restore.sha256, restore.source, failed_sha256, at)
 
 
 __all__ = [
@@ -261,6 +238,5 @@ __all__ = [
     "promote",
     "promoted_of",
     "roll_back",
-    "tree_digest",
     "version_uri",
 ]

@@ -8,6 +8,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from tunegate_contract.eval_results import EvalResults
+from tunegate_contract.layout import RunLayout
+from tunegate_contract.promotion_record import PromotionRecord
+from tunegate_contract.run_documents import Manifest
 from tunegate_operator import report
 from tunegate_operator.api.evalgate import EvalGateSpec
 from tunegate_operator.api.finetunejob import FineTuneJobSpec
@@ -16,6 +20,7 @@ from tunegate_operator.builders.eval_job import (
     GateRef,
     eval_job,
     eval_job_name,
+    eval_layout,
     results_uri,
 )
 from tunegate_operator.builders.job_envelope import trainer_service_account
@@ -35,7 +40,11 @@ from tunegate_operator.decisions.evalgate_actions import (
     RollBack,
     StartRound,
 )
-from tunegate_operator.decisions.promotion_record import replaced_by, served_sha256_of
+from tunegate_operator.decisions.promotion_record import (
+    NO_POINTER,
+    replaced_by,
+    served_sha256_of,
+)
 from tunegate_operator.decisions.status_patch import desired_status, status_changed
 from tunegate_operator.decisions.verdict import CandidateProblem, VerdictObserved, verdict_recorded
 from tunegate_operator.decisions.vocabulary import Event
@@ -117,9 +126,9 @@ def observe(
     # when the verdict promotes nothing.
     recorded = verdict_recorded(status, gate.generation, candidate)
     verdict = (status.get("decision") or {}).get("verdict")
-    pointer = None
+    pointer: PromotionRecord | None = None
     if spec.promotion is not None and (not recorded or verdict == "Pass"):
-        pointer = current(s3, spec.promotion.uri) or {}
+        pointer = current(s3, spec.promotion.uri) or NO_POINTER
     facts = VerdictObserved(
         now,
         gate.generation,
@@ -127,9 +136,13 @@ def observe(
         annotations,
         candidate,
         eval_job=None if recorded else kube.job_view(gate.namespace, eval_job_name(gate)),
-        results=None if recorded else s3.read_json(results_uri(candidate, gate)),
-        promoted_sha256=served_sha256_of(pointer or {}, candidate.adapter_uri),
-        superseded_by=replaced_by(pointer or {}, candidate.adapter_uri),
+        results=(
+            None
+            if recorded
+            else s3.read_document_or_error(results_uri(candidate, gate), EvalResults)
+        ),
+        promoted_sha256=served_sha256_of(pointer or NO_POINTER, candidate.adapter_uri),
+        superseded_by=replaced_by(pointer or NO_POINTER, candidate.adapter_uri),
         recorded=recorded,
     )
     round_job = round_results = None
@@ -148,17 +161,17 @@ def observe(
         pointer,
         round_job,
         round_results,
-        report_uri=results_uri(candidate, gate).rsplit("/", 1)[0] + "/report/index.html",
+        report_uri=eval_layout(candidate, gate).report,
         adapter_uri=candidate.adapter_uri,
     )
 
 
 def _manifest_files(s3: S3, candidate: Candidate) -> tuple[dict[str, str], str | None]:
     """Per-file digests from the FineTuneJob's manifest, next to its adapter."""
-    manifest_uri = candidate.adapter_uri.rstrip("/").rsplit("/", 1)[0] + "/manifest.json"
-    manifest = s3.read_json(manifest_uri) or {}
-    adapter = manifest.get("adapter") or {}
-    return dict(adapter.get("files") or {}), adapter.get("sha256") or candidate.sha256
+    manifest = s3.read_document(RunLayout.of_adapter(candidate.adapter_uri).manifest, Manifest)
+    if manifest is None:  # spec.candidate.adapterUri: no run, no manifest
+        return {}, candidate.sha256
+    return dict(manifest.adapter.files), manifest.adapter.sha256
 
 
 def publish_report(
@@ -225,7 +238,7 @@ def apply_actions(
                 decision.status.get("reevaluation") or {},
                 gate=gate,
                 candidate=candidate,
-                pointer=observed.pointer or {},
+                pointer=observed.pointer or NO_POINTER,
                 kube=kube,
                 s3=s3,
                 settings=settings,

@@ -2,27 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from tunegate_contract.base import DocumentError
+from tunegate_contract.layout import RunLayout
+from tunegate_contract.run_documents import AuditReport, Manifest, Progress
 from tunegate_operator.api.finetunejob import FineTuneJobSpec
 from tunegate_operator.builders import jobs
 from tunegate_operator.builders.job_envelope import trainer_service_account
-from tunegate_operator.builders.trainer_config import (
-    OutputLayout,
-    RunRef,
-    credentials_secret,
-)
-from tunegate_operator.decisions.documents import (
-    DocumentError,
-    parse_audit_report,
-    parse_manifest,
-)
+from tunegate_operator.builders.trainer_config import RunRef, credentials_secret
 from tunegate_operator.decisions.finetunejob import (
     TERMINAL,
-    AuditReport,
     CreateAuditJob,
     CreateTrainingJob,
     DeleteChildren,
@@ -38,6 +32,8 @@ from tunegate_operator.decisions.vocabulary import Event
 from tunegate_operator.k8s_io import Kube
 from tunegate_operator.s3_io import S3
 from tunegate_operator.settings import Settings
+
+log = logging.getLogger("tunegate")
 
 
 @dataclass(frozen=True)
@@ -87,10 +83,19 @@ def _preflight(
     )
 
 
+def _progress(s3: S3, layout: RunLayout) -> Progress | None:
+    """Advisory: a malformed progress.json only leaves status.progress as it was."""
+    try:
+        return s3.read_document(layout.progress, Progress)
+    except DocumentError as exc:
+        log.warning("%s", exc)
+        return None
+
+
 def _recorded_audit(status: Mapping[str, Any]) -> AuditReport | None:
     audit = status.get("audit") or {}
     if audit.get("verdict") in ("Passed", "Warned", "Failed"):
-        return AuditReport(audit["verdict"], tuple(audit.get("findings") or ()))
+        return AuditReport(verdict=audit["verdict"], findings=tuple(audit.get("findings") or ()))
     return None
 
 
@@ -108,26 +113,24 @@ def observe(
             audit_job=audit_job,
             train_jobs=train_jobs,
         )
-    layout = OutputLayout.under(spec.output.uri)
+    layout = RunLayout.under(spec.output.uri)
     s3 = S3(*settings.s3_location(spec.storage))
     manifest: ManifestSummary | None = None
     manifest_error: str | None = None
+    progress: Progress | None = None
     if train_jobs:
-        document = s3.read_json(layout.manifest)
-        if document is not None:
-            try:
-                manifest = parse_manifest(document, where=layout.manifest)
-            except DocumentError as exc:
-                manifest_error = str(exc)
+        try:
+            written = s3.read_document(layout.manifest, Manifest)
+            manifest = ManifestSummary.of(written) if written else None
+        except DocumentError as exc:
+            manifest_error = str(exc)
+        progress = _progress(s3, layout)
     audit_report = _recorded_audit(status)
     if audit_report is None and audit_job is not None:
-        document = s3.read_json(layout.audit_report)
-        if document is not None:
-            try:
-                audit_report = parse_audit_report(document, where=layout.audit_report)
-            except DocumentError as exc:
-                audit_report = AuditReport("Failed", (str(exc),))
-    progress = s3.read_json(layout.progress) if train_jobs else None
+        try:
+            audit_report = s3.read_document(layout.audit_report, AuditReport)
+        except DocumentError as exc:
+            audit_report = AuditReport(verdict="Failed", findings=(str(exc),))
     checks = None
     if audit_job is None and not train_jobs and not spec.run_policy.suspend:
         checks = _preflight(spec, kube, s3, namespace, settings)

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
+from tunegate_contract.eval_results import EvalResults
+from tunegate_contract.promotion_record import PromotionRecord
 from tunegate_operator.api.evalgate import EvalGateSpec
 from tunegate_operator.builders.eval_job import (
     Candidate,
@@ -16,6 +18,7 @@ from tunegate_operator.builders.eval_job import (
     results_uri,
 )
 from tunegate_operator.builders.job_envelope import trainer_service_account
+from tunegate_operator.decisions.verdict import ResultsRead
 from tunegate_operator.decisions.vocabulary import JobView
 from tunegate_operator.k8s_io import Kube
 from tunegate_operator.promotion import version_uri
@@ -24,14 +27,14 @@ from tunegate_operator.settings import Settings
 
 
 def served_candidate(
-    candidate: Candidate, promotion_uri: str, record: Mapping[str, Any], sha256: str | None
+    candidate: Candidate, promotion_uri: str, record: PromotionRecord, sha256: str | None
 ) -> Candidate:
     """The served version (its own files only, never the history), judged against the
     same base; results stay beside the original candidate's."""
-    entry = record.get("current") or {}
-    if sha256 is None or entry.get("sha256") == sha256:
+    entry = record.current
+    if sha256 is None or (entry is not None and entry.sha256 == sha256):
         # A v0.1 record (not yet migrated) served the files at the root.
-        uri = entry.get("uri") or promotion_uri.rstrip("/")
+        uri = (entry.uri if entry else None) or promotion_uri.rstrip("/")
     else:
         uri = version_uri(promotion_uri, sha256)
     return replace(
@@ -49,10 +52,10 @@ def observe_round(
     gate: GateRef,
     candidate: Candidate,
     promotion_uri: str,
-    pointer: Mapping[str, Any],
+    pointer: PromotionRecord,
     kube: Kube,
     s3: S3,
-) -> tuple[JobView | None, dict[str, Any] | None]:
+) -> tuple[JobView | None, ResultsRead | None]:
     """The active round's Job and results.json (nothing while no round runs)."""
     state = status.get("reevaluation") or {}
     if not state.get("active"):
@@ -60,7 +63,7 @@ def observe_round(
     round_gate = replace(gate, round=int(state.get("round", 0)))
     served = served_candidate(candidate, promotion_uri, pointer, state.get("sha256"))
     job = kube.job_view(gate.namespace, eval_job_name(round_gate))
-    return job, s3.read_json(results_uri(served, round_gate))
+    return job, s3.read_document_or_error(results_uri(served, round_gate), EvalResults)
 
 
 def start_round(
@@ -70,7 +73,7 @@ def start_round(
     *,
     gate: GateRef,
     candidate: Candidate,
-    pointer: Mapping[str, Any],
+    pointer: PromotionRecord,
     kube: Kube,
     s3: S3,
     settings: Settings,

@@ -9,14 +9,18 @@ from __future__ import annotations
 import hashlib
 import json
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from tunegate_contract.base import Document, DocumentError
+
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+
+D = TypeVar("D", bound=Document)
 
 _MISSING = ("404", "NoSuchKey", "NotFound", "NoSuchBucket")
 
@@ -84,6 +88,20 @@ class S3:
     def read_json(self, uri: str) -> dict[str, Any] | None:
         """The parsed object, or None when it does not exist."""
         return self.read_json_tagged(uri)[0]
+
+    def read_document(self, uri: str, model: type[D]) -> D | None:
+        """A typed document, or None when it does not exist; DocumentError (naming the
+        object and the field) when it is not what `model` says."""
+        raw = self.read_json(uri)
+        return None if raw is None else model.parse(raw, where=uri)
+
+    def read_document_or_error(self, uri: str, model: type[D]) -> D | DocumentError | None:
+        """As read_document, with a malformed document returned for the decision to
+        report instead of raised."""
+        try:
+            return self.read_document(uri, model)
+        except DocumentError as exc:
+            return exc
 
     def read_json_tagged(self, uri: str) -> tuple[dict[str, Any] | None, str | None]:
         """The parsed object and its ETag (for a conditional write back); (None, None)

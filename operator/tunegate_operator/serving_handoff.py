@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from tunegate_contract.base import rfc3339
 from tunegate_operator.api.evalgate import PromotionSpec
-from tunegate_operator.decisions.conditions import Cond, rfc3339
+from tunegate_operator.decisions.conditions import Cond
 from tunegate_operator.decisions.handoff import handoff_patches, handoff_values
 from tunegate_operator.decisions.vocabulary import Event
 from tunegate_operator.k8s_io import HandoffError, Kube

@@ -19,7 +19,7 @@ import pytest
 from tunegate_cluster.cluster import ClusterInfo
 from tunegate_cluster.demo import NAMESPACE, run_demo
 from tunegate_cluster.object_store import S3Access, s3_client
-from tunegate_operator.promotion import tree_digest
+from tunegate_contract.digest import tree_digest
 
 GENTLE, FORGETFUL = "demo-nimbus", "demo-nimbus-forgetful"
 

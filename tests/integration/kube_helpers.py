@@ -8,6 +8,7 @@ from typing import Any
 
 from tunegate_cluster.cluster import ClusterInfo
 from tunegate_cluster.processes import wait_until
+from tunegate_contract.run_documents import Manifest
 from tunegate_operator.planner.shapes import SMOLLM2_135M
 
 BUCKET = "tunegate"
@@ -91,20 +92,29 @@ def pass_audit(cluster: ClusterInfo, s3: Any, namespace: str, name: str, prefix:
     put_json(s3, f"{prefix}/out/{name}/audit/report.json", {"verdict": "Passed", "findings": []})
 
 
+def manifest_document(
+    adapter_uri: str, *, sha256: str, files: dict[str, str], trainable: int, loss: float
+) -> dict[str, Any]:
+    """A complete manifest as the trainer writes it (through the same model)."""
+    return Manifest(
+        run={"namespace": "it", "name": "run", "uid": "uid", "attempt": 1},
+        base_model={"uri": "s3://models/base", "sha256": "0" * 64},
+        datasets={},
+        method="lora",
+        hyperparameters={},
+        trainable_parameters=trainable,
+        total_parameters=trainable * 10,
+        final_metrics={"train_loss": loss},
+        code_version="test",
+        adapter={"uri": adapter_uri, "sha256": sha256, "size_bytes": 1234, "files": files},
+        created_at="2026-01-01T00:00:00Z",
+    ).to_json()
+
+
 def write_manifest(s3: Any, prefix: str, name: str) -> None:
-    put_json(
-        s3,
-        f"{prefix}/out/{name}/manifest.json",
-        {
-            "adapter": {
-                "uri": f"s3://{BUCKET}/{prefix}/out/{name}/adapter",
-                "sha256": "ab" * 32,
-                "size_bytes": 1234,
-            },
-            "trainable_parameters": 4194304,
-            "final_metrics": {"train_loss": 0.42},
-        },
-    )
+    adapter = f"s3://{BUCKET}/{prefix}/out/{name}/adapter"
+    document = manifest_document(adapter, sha256="ab" * 32, files={}, trainable=4194304, loss=0.42)
+    put_json(s3, f"{prefix}/out/{name}/manifest.json", document)
 
 
 def fail_pods(cluster: ClusterInfo, namespace: str, job: str, exit_code: int, message: str) -> None:

@@ -20,7 +20,7 @@ def our_scores(model: Path, adapter: Path, items: list[dict[str, Any]]) -> dict[
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from tunegate_trainer.eval_config import Suite
+    from tunegate_contract.eval_config import Suite
     from tunegate_trainer.evaluate import Scorer, score_suite
     from tunegate_trainer.modeling import load_tokenizer
 
@@ -30,7 +30,7 @@ def our_scores(model: Path, adapter: Path, items: list[dict[str, Any]]) -> dict[
         name="routing", role="target", metric="multipleChoiceAccuracy", dataset=str(DATASET)
     )
     scored = score_suite(scorer, suite, items)
-    return {"base": scored["base"], "candidate": scored["candidate"]}
+    return {"base": scored.base, "candidate": scored.candidate}
 
 
 @pytest.mark.timeout(1800)

@@ -23,13 +23,16 @@ from kube_helpers import (
     ftj,
     get,
     items,
+    manifest_document,
     put_json,
     wait_job,
     wait_phase,
 )
 from tunegate_cluster.cluster import ClusterInfo
 from tunegate_cluster.processes import wait_until
-from tunegate_operator.promotion import promote, tree_digest
+from tunegate_contract.digest import tree_digest
+from tunegate_contract.eval_results import EvalResults
+from tunegate_operator.promotion import promote
 
 # role -> (base rate, shift): the candidate is the base's per-item scores with a
 # `shift` fraction flipped towards better (+) or worse (-), plus 1% noise: paired data.
@@ -49,20 +52,11 @@ def succeeded_run(cluster: ClusterInfo, s3: Any, namespace: str, prefix: str, na
     for file, body in files.items():
         s3.put_object(Bucket=BUCKET, Key=f"{out}/adapter/{file}", Body=body)
     digests = {f: hashlib.sha256(b).hexdigest() for f, b in files.items()}
-    put_json(
-        s3,
-        f"{out}/manifest.json",
-        {
-            "adapter": {
-                "uri": f"s3://{BUCKET}/{out}/adapter",
-                "sha256": tree_digest(digests),
-                "size_bytes": 4200,
-                "files": digests,
-            },
-            "trainable_parameters": 4096,
-            "final_metrics": {"train_loss": 0.5},
-        },
+    adapter = f"s3://{BUCKET}/{out}/adapter"
+    document = manifest_document(
+        adapter, sha256=tree_digest(digests), files=digests, trainable=4096, loss=0.5
     )
+    put_json(s3, f"{out}/manifest.json", document)
     wait_phase(cluster, namespace, name, "Succeeded")
     return f"s3://{BUCKET}/{out}/adapter"
 
@@ -168,7 +162,14 @@ def play_eval_pod(
             }
         )
     key = config["results"].removeprefix(f"s3://{BUCKET}/")
-    s3.put_object(Bucket=BUCKET, Key=key, Body=json.dumps({"suites": suites}).encode())
+    results = EvalResults(
+        gate=config["gate"],
+        base_model=config["base_model"]["uri"],
+        adapter=config["adapter"],
+        suites=suites,
+        created_at="2026-01-01T00:00:00Z",
+    )
+    s3.put_object(Bucket=BUCKET, Key=key, Body=json.dumps(results.to_json()).encode())
     return config
 
 

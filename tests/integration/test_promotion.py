@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 
 from kube_helpers import BUCKET
-from tunegate_operator import promotion as promotion_module
+from tunegate_contract.digest import tree_digest
+from tunegate_contract.promotion_record import POINTER_LAYOUT
 from tunegate_operator.promotion import (
     PromotionError,
     WriteConflictError,
     promote,
     roll_back,
-    tree_digest,
 )
 from tunegate_operator.s3_io import S3
 
@@ -259,7 +259,7 @@ def test_a_v01_layout_is_migrated_into_versions(store: S3, s3: Any, prefix: str)
     done = promote_run(store, newest, root)
     assert done.previous == entries[1]["sha256"]
     record = json.loads(s3.get_object(Bucket=BUCKET, Key=f"{base}/promotion.json")["Body"].read())
-    assert record["layout"] == promotion_module.LAYOUT
+    assert record["layout"] == POINTER_LAYOUT
     assert [e["sha256"] for e in record["previous"]] == [e["sha256"] for e in reversed(entries)]
     assert all(e["uri"].startswith(f"{root}/versions/") for e in record["previous"])
     restored = roll_back(store, promotion_uri=root, failed_sha256=done.sha256, gate="ns/g")

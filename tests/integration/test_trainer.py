@@ -21,7 +21,7 @@ from fake_hub import FakeHub, revision_from_dir
 from tiny_model import BUCKET, COUNTRIES, build_tiny_model, chat_rows, jsonl, upload_dir
 from tunegate_cluster.cluster import ClusterInfo
 from tunegate_cluster.processes import wait_until
-from tunegate_trainer.config import CONFIG_ENV, TrainerConfig
+from tunegate_contract.trainer_config import TRAINER_CONFIG_ENV, TrainerConfig
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +91,7 @@ def config(root: str, run: str, **overrides: Any) -> dict[str, Any]:
 def trainer_env(cluster: ClusterInfo, document: dict[str, Any], cache: Path) -> dict[str, str]:
     env = {
         **os.environ,
-        CONFIG_ENV: json.dumps(document),
+        TRAINER_CONFIG_ENV: json.dumps(document),
         "TUNEGATE_CACHE": str(cache),
         "AWS_ENDPOINT_URL": cluster.s3_endpoint,
         "AWS_ACCESS_KEY_ID": cluster.s3_access_key,
@@ -441,7 +441,7 @@ def eval_suites(s3: Any, root: str) -> list[dict[str, Any]]:
 
 
 def eval_config(root: str, adapter: str, suites: list[dict[str, Any]], name: str) -> dict[str, Any]:
-    from tunegate_trainer.eval_config import EvalConfig
+    from tunegate_contract.eval_config import EvalConfig
 
     return EvalConfig.model_validate(
         {
@@ -456,7 +456,7 @@ def eval_config(root: str, adapter: str, suites: list[dict[str, Any]], name: str
 
 
 def run_eval(cluster: ClusterInfo, document: dict[str, Any], cache: Path) -> str:
-    from tunegate_trainer.eval_config import EVAL_CONFIG_ENV
+    from tunegate_contract.eval_config import EVAL_CONFIG_ENV
 
     env = trainer_env(cluster, {}, cache)
     env[EVAL_CONFIG_ENV] = json.dumps(document)

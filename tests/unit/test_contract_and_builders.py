@@ -9,11 +9,16 @@ from typing import Any
 import pytest
 import yaml
 
+from tunegate_contract.base import ConfigError
+from tunegate_contract.trainer_config import (
+    TRAINER_CONFIG_ENV,
+    TrainerConfig,
+    load_trainer_config,
+)
 from tunegate_operator.api.finetunejob import FineTuneJobSpec
 from tunegate_operator.builders import jobs
 from tunegate_operator.builders.trainer_config import RunRef, trainer_config
 from tunegate_operator.settings import Settings, load_settings
-from tunegate_trainer.config import CONFIG_ENV, ConfigError, TrainerConfig, load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN = RunRef("ml", "run", "uid-1")
@@ -26,41 +31,48 @@ FTJ_EXAMPLES = [
 ]
 
 
+def _config_in(job: dict[str, Any]) -> dict[str, str]:
+    """The env var the trainer container reads its config from, as the Job carries it."""
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    return {e["name"]: e["value"] for e in container["env"] if e["name"] == TRAINER_CONFIG_ENV}
+
+
 @pytest.mark.parametrize("raw", FTJ_EXAMPLES, ids=lambda s: s["method"] + "-" + s["output"]["uri"])
-def test_trainer_accepts_every_rendered_config(raw: dict[str, Any]) -> None:
+def test_the_trainer_loads_the_config_every_example_job_carries(raw: dict[str, Any]) -> None:
     spec = FineTuneJobSpec.model_validate(raw)
-    rendered = trainer_config(spec, run=RUN, attempt=2, settings=SETTINGS)
-    config = load_config({CONFIG_ENV: json.dumps(rendered)})
+    job = jobs.training_job(
+        spec, run=RUN, attempt=2, settings=SETTINGS, active_deadline_seconds=None, suspend=False
+    )
+    config = load_trainer_config(_config_in(job))
     assert config.run.attempt == 2 and config.method == spec.method
+    assert config.data.train == spec.dataset.train
+    assert config.training.learning_rate == spec.training.learning_rate
     assert config.artifacts.manifest == spec.output.uri.rstrip("/") + "/manifest.json"
-    # Nothing is lost or coerced in translation: the trainer's parsed view, written back
-    # out, is exactly what the operator rendered.
-    assert config.model_dump(mode="json") == rendered
-    if spec.method != "full":
-        assert config.lora is not None
+    assert (config.lora is None) == (spec.method == "full")
 
 
-def test_trainer_rejects_unknown_or_missing_fields_naming_them() -> None:
+def test_the_trainer_rejects_unknown_or_missing_fields_naming_them() -> None:
     spec = FineTuneJobSpec.model_validate(FTJ_EXAMPLES[0])
-    rendered = trainer_config(spec, run=RUN, attempt=1, settings=SETTINGS)
+    job = jobs.training_job(
+        spec, run=RUN, attempt=1, settings=SETTINGS, active_deadline_seconds=None, suspend=False
+    )
+    rendered = json.loads(_config_in(job)[TRAINER_CONFIG_ENV])
     rendered["training"]["learning_rte"] = 0.1
     with pytest.raises(ConfigError, match=r"training\.learning_rte"):
-        load_config({CONFIG_ENV: json.dumps(rendered)})
+        load_trainer_config({TRAINER_CONFIG_ENV: json.dumps(rendered)})
     del rendered["training"]["learning_rte"], rendered["artifacts"]
     with pytest.raises(ConfigError, match="artifacts: Field required"):
-        load_config({CONFIG_ENV: json.dumps(rendered)})
-    with pytest.raises(ConfigError, match=f"{CONFIG_ENV} is not set"):
-        load_config({})
+        load_trainer_config({TRAINER_CONFIG_ENV: json.dumps(rendered)})
+    with pytest.raises(ConfigError, match=f"{TRAINER_CONFIG_ENV} is not set"):
+        load_trainer_config({})
 
 
-def test_every_trainer_field_is_rendered() -> None:
-    """The other direction: no trainer field is left to its default by accident."""
+def test_every_trainer_field_is_rendered_not_left_to_its_default() -> None:
     spec = FineTuneJobSpec.model_validate(FTJ_EXAMPLES[0])
-    rendered = trainer_config(spec, run=RUN, attempt=1, settings=SETTINGS)
-    assert set(rendered) == set(TrainerConfig.model_fields)
-    assert set(rendered["training"]) == set(
-        TrainerConfig.model_fields["training"].annotation.model_fields
-    )  # type: ignore[union-attr]
+    config = trainer_config(spec, run=RUN, attempt=1, settings=SETTINGS)
+    assert config.model_fields_set == set(TrainerConfig.model_fields)
+    for section in (config.data, config.training, config.audit, config.artifacts):
+        assert section.model_fields_set == set(type(section).model_fields), section
 
 
 def _spec(**resources: Any) -> FineTuneJobSpec:

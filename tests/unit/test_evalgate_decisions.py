@@ -9,8 +9,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from gate_specs import gate_spec
+from gate_specs import eval_results, gate_spec
 
+from tunegate_contract.eval_results import EvalResults
+from tunegate_contract.promotion_record import PromotionRecord
 from tunegate_operator.api.evalgate import EvalGateSpec
 from tunegate_operator.builders.eval_job import Candidate
 from tunegate_operator.decisions.conditions import Cond
@@ -29,6 +31,7 @@ from tunegate_operator.decisions.evalgate_actions import (
     RollBack,
     StartRound,
 )
+from tunegate_operator.decisions.promotion_record import NO_POINTER, replaced_by, served_sha256_of
 from tunegate_operator.decisions.verdict import VerdictObserved
 from tunegate_operator.decisions.vocabulary import Event
 
@@ -38,8 +41,8 @@ MINE, OLDER, OTHER = "a1" * 32, "b2" * 32, "c3" * 32
 CANDIDATE = Candidate(ADAPTER, "s3://models/base", MINE, "FineTuneJob legal")
 ROOT = "s3://serving/legal"
 REPORT = "s3://runs/legal/evals/gate-g3/report/index.html"
-PASS = {"suites": [{"name": "t", "base": [0.0] * 100, "candidate": [1.0] * 100}]}
-FAIL = {"suites": [{"name": "t", "base": [1.0] * 100, "candidate": [0.0] * 100}]}
+PASS = eval_results([0.0] * 100, [1.0] * 100)
+FAIL = eval_results([1.0] * 100, [0.0] * 100)
 
 
 def spec(**promotion: Any) -> EvalGateSpec:
@@ -73,11 +76,12 @@ def observe(
     status: dict[str, Any],
     pointer: dict[str, Any] | None,
     *,
-    results: dict[str, Any] | None = PASS,
+    results: EvalResults | None = PASS,
     **round_: Any,
 ) -> GateObserved:
-    entry_ = (pointer or {}).get("current") or {}
-    earlier = [*(pointer or {}).get("previous", []), *(pointer or {}).get("rolledBack", [])]
+    """As reconcile_evalgate.observe reads the world: the pointer parsed, and what it
+    says about this candidate."""
+    record = None if pointer is None else PromotionRecord.model_validate(pointer)
     facts = VerdictObserved(
         NOW,
         3,
@@ -85,14 +89,10 @@ def observe(
         {},
         CANDIDATE,
         results=results,
-        promoted_sha256=entry_.get("sha256") if entry_.get("source") == ADAPTER else None,
-        superseded_by=(
-            entry_.get("source")
-            if entry_.get("source") != ADAPTER and any(e["source"] == ADAPTER for e in earlier)
-            else None
-        ),
+        promoted_sha256=served_sha256_of(record or NO_POINTER, ADAPTER),
+        superseded_by=replaced_by(record or NO_POINTER, ADAPTER),
     )
-    return GateObserved(facts, pointer, report_uri=REPORT, adapter_uri=ADAPTER, **round_)
+    return GateObserved(facts, record, report_uri=REPORT, adapter_uri=ADAPTER, **round_)
 
 
 def kinds(decision: EvalGateDecision) -> list[str]:

@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tunegate_contract.run_documents import AuditReport, Progress
 from tunegate_operator.api.finetunejob import FineTuneJobSpec
 from tunegate_operator.decisions.conditions import Cond, merge_conditions
 from tunegate_operator.decisions.finetunejob import (
-    AuditReport,
     CreateAuditJob,
     CreateTrainingJob,
     DeleteChildren,
@@ -28,7 +28,8 @@ from tunegate_operator.decisions.vocabulary import JobView
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 OK = PreflightResult(problems=(), plan=None, pool="p")
-PASSED = AuditReport("Passed")
+PASSED = AuditReport(verdict="Passed")
+FAILED_PII = AuditReport(verdict="Failed", findings=("pii",))
 
 
 def spec(**overrides: Any) -> FineTuneJobSpec:
@@ -91,14 +92,20 @@ CASES: list[tuple[str, FineTuneJobSpec, FineTuneJobObserved, str, list[Any]]] = 
     (
         "failed audit in warn mode still trains",
         spec(audit={"mode": "warn"}),
-        observed(audit_job=running("run-audit"), audit_report=AuditReport("Failed", ("pii",))),
+        observed(
+            audit_job=running("run-audit"),
+            audit_report=AuditReport(verdict="Failed", findings=("pii",)),
+        ),
         "Training",
         [CreateTrainingJob(1, None, suspend=False)],
     ),
     (
         "failed audit in enforce mode fails",
         spec(),
-        observed(audit_job=running("run-audit"), audit_report=AuditReport("Failed", ("pii",))),
+        observed(
+            audit_job=running("run-audit"),
+            audit_report=AuditReport(verdict="Failed", findings=("pii",)),
+        ),
         "Failed",
         [],
     ),
@@ -327,14 +334,14 @@ def test_progress_is_mapped_with_percent() -> None:
         observed(
             audit_report=PASSED,
             train_jobs={1: running()},
-            progress={
-                "step": 50,
-                "total_steps": 200,
-                "loss": 1.23456,
-                "tokens_per_second": 1000.0,
-                "eta_seconds": 90.4,
-                "epoch": 0.5,
-            },
+            progress=Progress(
+                step=50,
+                total_steps=200,
+                loss=1.23456,
+                tokens_per_second=1000.0,
+                eta_seconds=90,
+                epoch=0.5,
+            ),
         ),
     )
     assert decision.status["progress"] == {

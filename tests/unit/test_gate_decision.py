@@ -131,10 +131,13 @@ def test_nothing_is_promoted_without_every_suite_passing(
     on_inconclusive: str,
 ) -> None:
     suites = []
-    for role, base, candidate, threshold in raw:
-        n = min(len(base), len(candidate))
+    for role, drawn_base, drawn_candidate, threshold in raw:
+        n = min(len(drawn_base), len(drawn_candidate))
         metric = "kl" if role == "drift" else "refusal" if role == "safety" else "exactMatch"
-        suites.append(suite(role, base[:n], candidate[:n], threshold or 0.01, metric))
+        binary = metric != "kl"  # accuracy-like metrics score each item 0 or 1
+        base = [float(round(v)) if binary else v for v in drawn_base[:n]]
+        candidate = [float(round(v)) if binary else v for v in drawn_candidate[:n]]
+        suites.append(suite(role, base, candidate, threshold or 0.01, metric))
     decision = judge_suites(
         suites, confidence=confidence, samples=200, on_inconclusive=on_inconclusive
     )  # type: ignore[arg-type]

@@ -183,22 +183,22 @@ def test_disrupted_attempts_restart_at_once_and_do_not_use_up_the_backoff_limit(
 def test_the_operators_s3_region_applies_when_a_resource_names_none() -> None:
     settings = load_settings({"TUNEGATE_S3_REGION": "eu-west-3"})
     rendered = trainer_config(_ftj(), run=RUN, attempt=1, settings=settings)
-    assert rendered["storage"]["region"] == "eu-west-3"
+    assert rendered.storage.region == "eu-west-3"
     own = _ftj(storage={"region": "ap-south-1"})
-    assert trainer_config(own, run=RUN, attempt=1, settings=settings)["storage"]["region"] == (
+    assert trainer_config(own, run=RUN, attempt=1, settings=settings).storage.region == (
         "ap-south-1"
     )
     gate = _gate()
     candidate = Candidate("s3://out/run/adapter", "s3://models/base", None, "test")
     ref = GateRef("ml", "gate", "uid-2", 1)
     config = eval_config(gate, gate=ref, candidate=candidate, settings=settings)
-    assert config["storage"]["region"] == "eu-west-3"
+    assert config.storage.region == "eu-west-3"
 
 
 def test_the_progress_interval_setting_reaches_the_trainer() -> None:
     settings = load_settings({"TUNEGATE_PROGRESS_INTERVAL_SECONDS": "42"})
     rendered = trainer_config(_ftj(), run=RUN, attempt=1, settings=settings)
-    assert rendered["progress_interval_seconds"] == 42.0
+    assert rendered.progress_interval_seconds == 42.0
 
 
 def _gate(**resources: Any) -> EvalGateSpec:
@@ -358,7 +358,7 @@ def test_an_hf_models_token_and_revision_reach_training_and_eval_pods_by_referen
         "valueFrom": {"secretKeyRef": {"name": "hf", "key": "HF_TOKEN"}},
     }
     rendered = trainer_config(spec, run=RUN, attempt=1, settings=SETTINGS)
-    assert rendered["model"] == {"uri": model["uri"], "revision": "4e20de3"}
+    assert (rendered.model.uri, rendered.model.revision) == (model["uri"], "4e20de3")
     candidate = Candidate(
         "s3://out/run/adapter",
         model["uri"],

@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from gate_specs import gate_spec
+from gate_specs import UNSURE_SCORES, eval_results, gate_spec
 
+from tunegate_contract.promotion_record import PromotionRecord
 from tunegate_operator.api.evalgate import EvalGateSpec, ReevaluateSpec
 from tunegate_operator.builders.eval_job import Candidate, GateRef, eval_job_name, results_uri
 from tunegate_operator.decisions.evalgate_actions import RollBack, StartRound
@@ -40,11 +41,9 @@ def observe(now: datetime, state: dict[str, Any] | None = None, **fields: Any) -
 
 
 ACTIVE = {"round": 2, "active": True, "scheduledAt": "2026-03-01T12:00:00Z", "sha256": SHA}
-PASS = {"suites": [{"name": "t", "base": [0.0] * 50, "candidate": [1.0] * 50}]}
-FAIL = {"suites": [{"name": "t", "base": [0.5] * 50, "candidate": [0.5] * 50}]}
-UNSURE = {
-    "suites": [{"name": "t", "base": [0.0, 1.0] * 5, "candidate": [1.0, 1.0, 0.0, 1.0, 1.0] * 2}]
-}
+PASS = eval_results([0.0] * 50, [1.0] * 50)
+FAIL = eval_results([1.0] * 50, [0.0] * 50)
+UNSURE = eval_results(*UNSURE_SCORES)
 
 
 def test_nothing_happens_before_the_first_schedule_time() -> None:
@@ -123,7 +122,9 @@ def test_an_invalid_schedule_is_reported_with_its_field() -> None:
 
 def test_rounds_have_their_own_job_and_results_beside_the_original() -> None:
     candidate = Candidate("s3://b/runs/x/adapter", "s3://b/base", "ab" * 32, "FineTuneJob x")
-    pointer = {"current": {"sha256": SHA, "uri": f"s3://b/serving/x/versions/{SHA[:12]}"}}
+    pointer = PromotionRecord.model_validate(
+        {"current": {"sha256": SHA, "uri": f"s3://b/serving/x/versions/{SHA[:12]}"}}
+    )
     served = served_candidate(candidate, "s3://b/serving/x/", pointer, SHA)
     gate = GateRef("ml", "gate", "uid", 3)
     assert eval_job_name(gate) == "gate-eval-3"
@@ -131,12 +132,14 @@ def test_rounds_have_their_own_job_and_results_beside_the_original() -> None:
     # Only the served version's files, never the whole history under the prefix.
     assert served.adapter_uri == f"s3://b/serving/x/versions/{SHA[:12]}"
     # A round that judges a version the pointer has since left still reads that one.
-    moved = {"current": {"sha256": "ef" * 32, "uri": "s3://b/serving/x/versions/efefefefefef"}}
+    moved = PromotionRecord.model_validate(
+        {"current": {"sha256": "ef" * 32, "uri": "s3://b/serving/x/versions/efefefefefef"}}
+    )
     assert served_candidate(candidate, "s3://b/serving/x", moved, SHA).adapter_uri == (
         f"s3://b/serving/x/versions/{SHA[:12]}"
     )
     # A v0.1 record, not yet migrated, served the files at the root.
-    legacy = {"current": {"sha256": SHA}}
+    legacy = PromotionRecord.model_validate({"current": {"sha256": SHA}})
     assert served_candidate(candidate, "s3://b/serving/x/", legacy, SHA).adapter_uri == (
         "s3://b/serving/x"
     )

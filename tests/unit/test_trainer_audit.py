@@ -6,8 +6,8 @@ import random
 
 import pytest
 
+from tunegate_contract.trainer_config import Audit
 from tunegate_trainer.audit import audit, contaminated, duplicates, luhn_valid, pii_kinds, triggers
-from tunegate_trainer.config import Audit
 from tunegate_trainer.data import Example
 
 TOPICS = [

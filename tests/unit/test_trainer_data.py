@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tunegate_trainer.config import Data, FieldNames, Replay
+from tunegate_contract.trainer_config import Data, FieldNames, Replay
 from tunegate_trainer.data import DataError, Example, examples_from, mix_replay, split_validation
 
 

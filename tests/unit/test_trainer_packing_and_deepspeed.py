@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tunegate_trainer.config import TrainerConfig
+from tunegate_contract.trainer_config import TrainerConfig
 from tunegate_trainer.data import Example
 from tunegate_trainer.packing import IGNORE, pack
 from tunegate_trainer.train import deepspeed_config, planned_steps

@@ -3,17 +3,17 @@ state machine's table (never promote on anything but Pass)."""
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from gate_specs import gate_spec
+from gate_specs import UNSURE_SCORES, eval_results, gate_spec
 
+from tunegate_contract.eval_config import EVAL_CONFIG_ENV, load_eval_config
 from tunegate_operator.api.evalgate import EvalGateSpec
-from tunegate_operator.builders.eval_job import Candidate, GateRef, eval_config, eval_job
+from tunegate_operator.builders.eval_job import Candidate, GateRef, eval_job
 from tunegate_operator.decisions.evalgate_actions import CreateEvalJob, Promote
 from tunegate_operator.decisions.verdict import (
     CandidateProblem,
@@ -22,10 +22,7 @@ from tunegate_operator.decisions.verdict import (
     verdict_recorded,
 )
 from tunegate_operator.decisions.vocabulary import JobView
-from tunegate_operator.promotion import tree_digest as operator_digest
 from tunegate_operator.settings import Settings
-from tunegate_trainer.eval_config import EVAL_CONFIG_ENV, load_eval_config
-from tunegate_trainer.outputs import tree_digest as trainer_digest
 
 ROOT = Path(__file__).resolve().parents[2]
 GATE = GateRef("ml", "gate", "uid", 3)
@@ -39,22 +36,20 @@ SPECS = [
 
 
 @pytest.mark.parametrize("raw", SPECS, ids=lambda s: s["candidate"]["fineTuneJobRef"]["name"])
-def test_eval_command_accepts_every_rendered_config(raw: dict[str, Any]) -> None:
+def test_the_eval_command_loads_the_config_every_example_job_carries(raw: dict[str, Any]) -> None:
     spec = EvalGateSpec.model_validate(raw)
-    rendered = eval_config(spec, gate=GATE, candidate=CANDIDATE, settings=Settings())
-    config = load_eval_config({EVAL_CONFIG_ENV: json.dumps(rendered)})
-    assert [s.name for s in config.suites] == [s.name for s in spec.suites]
-    assert config.results == "s3://runs/legal/evals/gate-g3/results.json"
-    # Nothing is lost or coerced: the eval command's view is what the operator rendered.
-    assert config.model_dump(mode="json") == rendered
     job = eval_job(spec, gate=GATE, candidate=CANDIDATE, settings=Settings())
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in container["env"] if e["name"] == EVAL_CONFIG_ENV}
+    config = load_eval_config(env)
+    assert [(s.name, s.role, s.metric, s.dataset, s.max_items) for s in config.suites] == [
+        (s.name, s.role, s.metric, s.dataset, s.max_items) for s in spec.suites
+    ]
+    assert config.results == "s3://runs/legal/evals/gate-g3/results.json"
+    assert config.adapter == CANDIDATE.adapter_uri
+    assert config.precision == ("fp32" if spec.resources.gpus == 0 else "bf16")
     assert job["metadata"]["name"] == "gate-eval-3"
     assert job["metadata"]["ownerReferences"][0]["kind"] == "EvalGate"
-
-
-def test_operator_and_trainer_agree_on_the_adapter_digest() -> None:
-    files = {"adapter_model.safetensors": "1" * 64, "adapter_config.json": "2" * 64}
-    assert operator_digest(files) == trainer_digest(files)
 
 
 def spec(mode: str | None = "auto", on_inconclusive: str = "hold") -> EvalGateSpec:
@@ -73,13 +68,9 @@ def observed(**fields: Any) -> VerdictObserved:
     return VerdictObserved(**(base | fields))
 
 
-def results(base: list[float], candidate: list[float]) -> dict[str, Any]:
-    return {"suites": [{"name": "t", "base": base, "candidate": candidate}]}
-
-
-CLEAR_PASS = results([0.0] * 100, [1.0] * 100)
-CLEAR_FAIL = results([0.5] * 100, [0.5] * 100)
-UNSURE = results([0.0, 1.0] * 5, [1.0, 1.0, 0.0, 1.0, 1.0] * 2)
+CLEAR_PASS = eval_results([0.0] * 100, [1.0] * 100)
+CLEAR_FAIL = eval_results([1.0] * 50, [0.0] * 50)
+UNSURE = eval_results(*UNSURE_SCORES)
 
 
 @pytest.mark.parametrize(
@@ -162,7 +153,7 @@ UNSURE = results([0.0, 1.0] * 5, [1.0, 1.0, 0.0, 1.0, 1.0] * 2)
         (
             "results for other suites are an error",
             spec(),
-            observed(results={"suites": [{"name": "other", "base": [1], "candidate": [1]}]}),
+            observed(results=eval_results([1], [1], suite="other")),
             "Failed",
             [],
         ),

@@ -7,7 +7,8 @@ import json
 import logging
 import sys
 
-from tunegate_trainer.config import ConfigError, load_config
+from tunegate_contract.base import ConfigError
+from tunegate_contract.trainer_config import load_trainer_config
 from tunegate_trainer.data import DataError
 from tunegate_trainer.storage import StorageError, store_from_env
 
@@ -18,7 +19,7 @@ def _audit() -> int:
     from tunegate_trainer.audit import audit
     from tunegate_trainer.data import examples_from, load_datasets
 
-    config = load_config()
+    config = load_trainer_config()
     store = store_from_env(config.storage.endpoint, config.storage.region)
     datasets = load_datasets(store, config.data, seed=config.training.seed)
     train_only = [e for e in datasets.train if e.source == "train"] + datasets.validation
@@ -32,7 +33,7 @@ def _audit() -> int:
     result = audit(
         train_only, settings=config.audit, eval_sets=eval_sets, skipped_rows=len(datasets.skipped)
     )
-    store.write_json(config.artifacts.audit_report, result.report())
+    store.write_json(config.artifacts.audit_report, result.report().to_json())
     print(json.dumps({"verdict": result.verdict, "findings": result.findings}, indent=2))
     return 0
 
@@ -40,7 +41,7 @@ def _audit() -> int:
 def _train() -> int:
     from tunegate_trainer.train import run
 
-    config = load_config()
+    config = load_trainer_config()
     return run(config, store_from_env(config.storage.endpoint, config.storage.region))
 
 
@@ -48,7 +49,7 @@ def _eval() -> int:
     import tempfile
     from pathlib import Path
 
-    from tunegate_trainer.eval_config import load_eval_config
+    from tunegate_contract.eval_config import load_eval_config
     from tunegate_trainer.evaluate import run, summary
 
     config = load_eval_config()

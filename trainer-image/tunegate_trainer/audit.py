@@ -13,7 +13,8 @@ from typing import Any
 
 from datasketch import MinHash, MinHashLSH
 
-from tunegate_trainer.config import Audit
+from tunegate_contract.run_documents import AuditReport
+from tunegate_contract.trainer_config import Audit
 from tunegate_trainer.data import Example
 
 WORD = re.compile(r"\w+", re.UNICODE)
@@ -168,8 +169,10 @@ class AuditResult:
     findings: list[str] = field(default_factory=list)
     checks: dict[str, Any] = field(default_factory=dict)
 
-    def report(self) -> dict[str, Any]:
-        return {"verdict": self.verdict, "findings": self.findings, "checks": self.checks}
+    def report(self) -> AuditReport:
+        return AuditReport.model_validate(
+            {"verdict": self.verdict, "findings": self.findings, "checks": self.checks}
+        )
 
 
 def audit(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +12,10 @@ import torch
 import torch.distributed as dist
 from transformers import TrainerCallback
 
+from tunegate_contract.base import now_rfc3339
+from tunegate_contract.layout import LATEST_CHECKPOINT
+from tunegate_contract.run_documents import Progress
 from tunegate_trainer.storage import Store
-
-LATEST = "latest.json"
 
 
 def is_main() -> bool:
@@ -78,18 +78,16 @@ class ProgressReporter(TrainerCallback):
         done = state.global_step - self.start_step
         rate = done / elapsed
         remaining = max(state.max_steps - state.global_step, 0)
-        self.store.write_json(
-            self.uri,
-            {
-                "step": state.global_step,
-                "total_steps": state.max_steps,
-                "epoch": round(float(state.epoch or 0), 4),
-                "loss": self.loss,
-                "tokens_per_second": round(rate * self.tokens_per_step, 2),
-                "eta_seconds": int(remaining / rate) if rate > 0 else None,
-                "updated_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            },
+        progress = Progress(
+            step=state.global_step,
+            total_steps=state.max_steps,
+            epoch=round(float(state.epoch or 0), 4),
+            loss=self.loss,
+            tokens_per_second=round(rate * self.tokens_per_step, 2),
+            eta_seconds=int(remaining / rate) if rate > 0 else None,
+            updated_at=now_rfc3339(),
         )
+        self.store.write_json(self.uri, progress.to_json())
 
 
 class CheckpointUploader(TrainerCallback):
@@ -106,7 +104,7 @@ class CheckpointUploader(TrainerCallback):
         barrier()
         if is_main():
             self.store.write_json(
-                f"{self.uri}/{LATEST}", {"step": state.global_step, "checkpoint": name}
+                f"{self.uri}/{LATEST_CHECKPOINT}", {"step": state.global_step, "checkpoint": name}
             )
 
 
@@ -135,7 +133,7 @@ class StopOnSigterm(TrainerCallback):
 
 
 def latest_checkpoint(store: Store, uri: str) -> str | None:
-    marker = f"{uri.rstrip('/')}/{LATEST}"
+    marker = f"{uri.rstrip('/')}/{LATEST_CHECKPOINT}"
     if not store.exists(marker):
         return None
     return str(store.read_json(marker)["checkpoint"])

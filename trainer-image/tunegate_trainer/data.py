@@ -9,7 +9,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from tunegate_trainer.config import Data, FieldNames
+from tunegate_contract.trainer_config import Data, FieldNames
 from tunegate_trainer.storage import Store
 
 

@@ -22,14 +22,15 @@ import string
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from tunegate_contract.base import now_rfc3339
+from tunegate_contract.eval_config import EvalConfig, Suite
+from tunegate_contract.eval_results import EvalResults, ScoredSuite
 from tunegate_trainer.data import DataError, parse_lines
-from tunegate_trainer.eval_config import EvalConfig, Suite
 from tunegate_trainer.modeling import DTYPES, fetch_model, load_tokenizer
 from tunegate_trainer.storage import Store
 
@@ -160,7 +161,8 @@ def _items(store: Store, suite: Suite) -> list[dict[str, Any]]:
     return items
 
 
-def score_suite(scorer: Scorer, suite: Suite, items: list[dict[str, Any]]) -> dict[str, Any]:
+def score_suite(scorer: Scorer, suite: Suite, items: list[dict[str, Any]]) -> ScoredSuite:
+    groups = _groups(suite, items)  # before scoring: a missing key fails fast
     if suite.metric == "kl":
         values = []
         for index, item in enumerate(items):
@@ -172,14 +174,14 @@ def score_suite(scorer: Scorer, suite: Suite, items: list[dict[str, Any]]) -> di
             values.append(float(per_token.mean()))
             if not math.isfinite(values[-1]):
                 raise DataError(f"suite {suite.name}: item {index + 1}: KL is not finite")
-        return {
-            "name": suite.name,
-            "role": suite.role,
-            "metric": suite.metric,
-            "items": len(items),
-            "base": [],
-            "candidate": values,
-        }
+        return ScoredSuite(
+            name=suite.name,
+            role=suite.role,
+            metric=suite.metric,
+            items=len(items),
+            candidate=values,
+            groups=groups,
+        )
     score: Callable[[dict[str, Any]], float] = {
         "multipleChoiceAccuracy": scorer.multiple_choice,
         "exactMatch": lambda item: scorer.exact_match(item, suite.max_new_tokens),
@@ -199,14 +201,30 @@ def score_suite(scorer: Scorer, suite: Suite, items: list[dict[str, Any]]) -> di
                         f"is malformed for metric {suite.metric}: {exc!r}"
                     ) from None
             sides[side] = values
-    return {
-        "name": suite.name,
-        "role": suite.role,
-        "metric": suite.metric,
-        "items": len(items),
-        "base": sides["base"],
-        "candidate": sides["candidate"],
-    }
+    return ScoredSuite(
+        name=suite.name,
+        role=suite.role,
+        metric=suite.metric,
+        items=len(items),
+        base=sides["base"],
+        candidate=sides["candidate"],
+        groups=groups,
+    )
+
+
+def _groups(suite: Suite, items: list[dict[str, Any]]) -> list[str] | None:
+    """Each item's cluster label (the suite's groupBy key), for a cluster-robust gate."""
+    if suite.group_by is None:
+        return None
+    labels = []
+    for index, item in enumerate(items):
+        if suite.group_by not in item:
+            raise DataError(
+                f"suite {suite.name}: item {index + 1} ({suite.dataset}) has no key "
+                f"{suite.group_by!r} (groupBy)"
+            )
+        labels.append(str(item[suite.group_by]))
+    return labels
 
 
 def load_scorer(store: Store, config: EvalConfig, workdir: Path) -> Scorer:
@@ -228,7 +246,7 @@ def load_scorer(store: Store, config: EvalConfig, workdir: Path) -> Scorer:
     return Scorer(model, tokenizer)
 
 
-def run(config: EvalConfig, store: Store, *, workdir: Path) -> dict[str, Any]:
+def run(config: EvalConfig, store: Store, *, workdir: Path) -> EvalResults:
     torch.manual_seed(0)
     scorer = load_scorer(store, config, workdir)
     suites = []
@@ -239,28 +257,27 @@ def run(config: EvalConfig, store: Store, *, workdir: Path) -> dict[str, Any]:
             "suite %s (%s): %d items scored on both sides in %.1fs",
             suite.name,
             suite.metric,
-            suites[-1]["items"],
+            suites[-1].items,
             time.monotonic() - started,
         )
-    results = {
-        "schema": "tunegate.dev/eval-results/v1",
-        "gate": config.gate.model_dump(),
-        "base_model": config.base_model.uri,
-        "adapter": config.adapter,
-        "suites": suites,
-        "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-    }
-    store.write_json(config.results, results)
+    results = EvalResults(
+        gate=config.gate,
+        base_model=config.base_model.uri,
+        adapter=config.adapter,
+        suites=suites,
+        created_at=now_rfc3339(),
+    )
+    store.write_json(config.results, results.to_json())
     return results
 
 
-def summary(results: dict[str, Any]) -> str:
+def summary(results: EvalResults) -> str:
     lines = []
-    for suite in results["suites"]:
-        base = sum(suite["base"]) / len(suite["base"]) if suite["base"] else float("nan")
-        candidate = sum(suite["candidate"]) / len(suite["candidate"])
+    for suite in results.suites:
+        base = sum(suite.base) / len(suite.base) if suite.base else float("nan")
+        candidate = sum(suite.candidate) / len(suite.candidate) if suite.candidate else math.nan
         lines.append(
-            f"{suite['name']:>24} {suite['metric']:>22}  base {base:8.4f}  "
-            f"candidate {candidate:8.4f}  ({suite['items']} items)"
+            f"{suite.name:>24} {suite.metric:>22}  base {base:8.4f}  "
+            f"candidate {candidate:8.4f}  ({suite.items} items)"
         )
     return "\n".join(lines)

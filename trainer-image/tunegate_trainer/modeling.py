@@ -12,7 +12,7 @@ from typing import Any, cast
 
 import torch
 
-from tunegate_trainer.config import TrainerConfig
+from tunegate_contract.trainer_config import TrainerConfig
 from tunegate_trainer.storage import StorageError, Store, sha256_file
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}

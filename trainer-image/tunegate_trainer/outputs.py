@@ -5,21 +5,15 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from tunegate_contract.base import now_rfc3339
+from tunegate_contract.digest import tree_digest
+from tunegate_contract.run_documents import Manifest
+from tunegate_contract.trainer_config import TrainerConfig
 from tunegate_trainer import __version__
-from tunegate_trainer.config import TrainerConfig
 from tunegate_trainer.storage import Store
-
-
-def tree_digest(files: Mapping[str, str]) -> str:
-    """One sha256 over (relative path, file sha256) pairs, order-independent."""
-    digest = hashlib.sha256()
-    for name in sorted(files):
-        digest.update(f"{name}\0{files[name]}\n".encode())
-    return digest.hexdigest()
 
 
 def name_the_base_model(adapter_dir: Path, model_uri: str) -> None:
@@ -63,36 +57,37 @@ def manifest(
     trainable: int,
     total: int,
     metrics: Mapping[str, Any],
-) -> dict[str, Any]:
-    return {
-        "schema": "tunegate.dev/manifest/v1",
-        "run": config.run.model_dump(),
-        "base_model": {
-            "uri": config.model.uri,
-            "revision": config.model.revision,
-            "sha256": base_digest,
-        },
-        "datasets": dict(dataset_digests),
-        "method": config.method,
-        "hyperparameters": {
-            "training": config.training.model_dump(),
-            "lora": config.lora.model_dump() if config.lora else None,
-            "deepspeed": config.deepspeed.model_dump() if config.deepspeed else None,
-            "replay_ratio": config.data.replay.ratio if config.data.replay else 0.0,
-        },
-        "trainable_parameters": trainable,
-        "total_parameters": total,
-        "final_metrics": dict(metrics),
-        "code_version": __version__,
-        "adapter": {
-            "uri": config.artifacts.adapter,
-            "sha256": tree_digest(adapter_files),
-            "size_bytes": adapter_bytes,
-            "files": dict(adapter_files),
-        },
-        "files": dict(extra_files),
-        "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-    }
+) -> Manifest:
+    return Manifest.model_validate(
+        {
+            "run": config.run.model_dump(),
+            "base_model": {
+                "uri": config.model.uri,
+                "revision": config.model.revision,
+                "sha256": base_digest,
+            },
+            "datasets": dict(dataset_digests),
+            "method": config.method,
+            "hyperparameters": {
+                "training": config.training.model_dump(),
+                "lora": config.lora.model_dump() if config.lora else None,
+                "deepspeed": config.deepspeed.model_dump() if config.deepspeed else None,
+                "replay_ratio": config.data.replay.ratio if config.data.replay else 0.0,
+            },
+            "trainable_parameters": trainable,
+            "total_parameters": total,
+            "final_metrics": dict(metrics),
+            "code_version": __version__,
+            "adapter": {
+                "uri": config.artifacts.adapter,
+                "sha256": tree_digest(adapter_files),
+                "size_bytes": adapter_bytes,
+                "files": dict(adapter_files),
+            },
+            "files": dict(extra_files),
+            "created_at": now_rfc3339(),
+        }
+    )
 
 
 def dataset_digest(store: Store, uri: str) -> str:

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from tunegate_contract.trainer_config import TrainerConfig
 from tunegate_trainer.callbacks import (
     CheckpointUploader,
     ProgressReporter,
@@ -28,7 +29,6 @@ from tunegate_trainer.callbacks import (
     is_main,
     latest_checkpoint,
 )
-from tunegate_trainer.config import TrainerConfig
 from tunegate_trainer.data import load_datasets
 from tunegate_trainer.modeling import (
     cache_root,
@@ -292,5 +292,5 @@ def _publish(
         total=total,
         metrics=metrics,
     )
-    store.write_json(config.artifacts.manifest, document)  # last: the run is complete now
+    store.write_json(config.artifacts.manifest, document.to_json())  # last: the run is complete now
     log.info("manifest written: %s", config.artifacts.manifest)

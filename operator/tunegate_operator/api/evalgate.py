@@ -7,6 +7,7 @@ from typing import Any, Literal, cast
 
 from pydantic import Field
 
+from tunegate_contract.eval_config import Metric, Role
 from tunegate_operator.api.common import (
     LIST_MAP_BY_TYPE,
     ApiModel,
@@ -23,8 +24,6 @@ from tunegate_operator.api.finetunejob import ModelSpec
 from tunegate_operator.api.handoff import HandoffTarget
 from tunegate_operator.api.pod_template import PodTemplate
 
-Role = Literal["target", "retention", "drift", "safety"]
-Metric = Literal["multipleChoiceAccuracy", "exactMatch", "perplexity", "kl", "refusal"]
 Verdict = Literal["Pass", "Fail", "Inconclusive"]
 Phase = Literal[
     "Pending",
@@ -117,6 +116,13 @@ def _suite_rules() -> list[dict[str, str]]:
                 field_path=".metric",
             )
         )
+    rules.append(
+        cel(
+            "!has(self.maxItems) || self.maxItems >= self.minItems",
+            "maxItems below minItems: every evaluation would be refused",
+            field_path=".maxItems",
+        )
+    )
     return rules
 
 
@@ -146,6 +152,12 @@ class SuiteSpec(ApiModel):
     """drift: the largest tolerated mean per-token KL(base || candidate), nats."""
     max_items: int | None = Field(default=None, ge=1)
     """Evaluate only the first N items (faster, wider intervals)."""
+    min_items: int = Field(default=30, ge=1, le=1_000_000)
+    """A suite with fewer scored items is refused (condition Evaluated=False naming it):
+    too few items cannot stand for the task, whatever their interval says."""
+    group_by: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_.-]*$", max_length=63)
+    """Item key whose value names the item's cluster (e.g. its source document): items
+    of one cluster are not independent, so the interval is cluster-robust."""
     max_new_tokens: int = Field(default=64, ge=1, le=4096)
     """Generation length for exactMatch and refusal."""
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
+from tunegate_contract.base import env_value
+from tunegate_contract.eval_config import EVAL_CONFIG_ENV, EvalConfig
+from tunegate_contract.layout import EvalLayout, RunLayout
 from tunegate_operator.api.common import GPU_RESOURCE
 from tunegate_operator.api.evalgate import EvalGateSpec
+from tunegate_operator.api.names import GATE_LABEL, GENERATION_LABEL, MANAGED_LABELS
 from tunegate_operator.builders.job_envelope import (
-    MANAGED_LABELS,
     Owner,
     credential_env,
     hub_token_env,
@@ -26,10 +28,6 @@ from tunegate_operator.builders.pod_volumes import (
 )
 from tunegate_operator.builders.quantities import quantity_value
 from tunegate_operator.settings import Settings
-
-EVAL_CONFIG_ENV = "TUNEGATE_EVAL_CONFIG"
-GATE_LABEL = "tunegate.dev/evalgate"
-GENERATION_LABEL = "tunegate.dev/generation"
 
 
 @dataclass(frozen=True)
@@ -64,11 +62,15 @@ class Candidate:
 
     def evals_root(self) -> str:
         """Results live next to the adapter's run: <run>/evals/."""
-        return self.results_root or self.adapter_uri.rstrip("/").rsplit("/", 1)[0] + "/evals"
+        return self.results_root or RunLayout.of_adapter(self.adapter_uri).evals
+
+
+def eval_layout(candidate: Candidate, gate: GateRef) -> EvalLayout:
+    return EvalLayout.of(candidate.evals_root(), gate.name, gate.suffix)
 
 
 def results_uri(candidate: Candidate, gate: GateRef) -> str:
-    return f"{candidate.evals_root()}/{gate.name}-g{gate.suffix}/results.json"
+    return eval_layout(candidate, gate).results
 
 
 def eval_job_name(gate: GateRef) -> str:
@@ -77,44 +79,47 @@ def eval_job_name(gate: GateRef) -> str:
 
 def eval_config(
     spec: EvalGateSpec, *, gate: GateRef, candidate: Candidate, settings: Settings
-) -> dict[str, Any]:
-    return {
-        "version": 1,
-        "gate": {
-            "namespace": gate.namespace,
-            "name": gate.name,
-            "uid": gate.uid,
-            "generation": gate.generation,
-        },
-        "base_model": {
-            "uri": candidate.base_model_uri,
-            "revision": candidate.base_model_revision,
-        },
-        "adapter": candidate.adapter_uri,
-        "suites": [
-            {
-                "name": s.name,
-                "role": s.role,
-                "metric": s.metric,
-                "dataset": s.dataset,
-                "max_items": s.max_items,
-                "max_new_tokens": s.max_new_tokens,
-            }
-            for s in spec.suites
-        ],
-        "results": results_uri(candidate, gate),
-        "storage": settings.storage_document(spec.storage),
-        "precision": "fp32" if spec.resources.gpus == 0 else "bf16",
-    }
+) -> EvalConfig:
+    return EvalConfig.model_validate(
+        {
+            "version": 1,
+            "gate": {
+                "namespace": gate.namespace,
+                "name": gate.name,
+                "uid": gate.uid,
+                "generation": gate.generation,
+            },
+            "base_model": {
+                "uri": candidate.base_model_uri,
+                "revision": candidate.base_model_revision,
+            },
+            "adapter": candidate.adapter_uri,
+            "suites": [
+                {
+                    "name": s.name,
+                    "role": s.role,
+                    "metric": s.metric,
+                    "dataset": s.dataset,
+                    "max_items": s.max_items,
+                    "max_new_tokens": s.max_new_tokens,
+                    "group_by": s.group_by,
+                }
+                for s in spec.suites
+            ],
+            "results": results_uri(candidate, gate),
+            "storage": settings.storage_document(spec.storage),
+            "precision": "fp32" if spec.resources.gpus == 0 else "bf16",
+        }
+    )
 
 
 def _eval_env(
     spec: EvalGateSpec, *, gate: GateRef, candidate: Candidate, settings: Settings
 ) -> list[dict[str, Any]]:
-    document = eval_config(spec, gate=gate, candidate=candidate, settings=settings)
+    config = eval_config(spec, gate=gate, candidate=candidate, settings=settings)
     secret = spec.storage.credentials_secret or settings.credentials_secret
     return [
-        {"name": EVAL_CONFIG_ENV, "value": json.dumps(document, sort_keys=True)},
+        {"name": EVAL_CONFIG_ENV, "value": env_value(config)},
         *credential_env(secret),
         threads_env(quantity_value(spec.resources.cpu)),
         *hub_token_env(candidate.base_model_token_secret),

@@ -17,10 +17,6 @@ from tunegate_operator.builders.pod_volumes import (
 )
 from tunegate_operator.settings import Settings
 
-MANAGED_LABELS = {
-    "app.kubernetes.io/managed-by": "tunegate",
-    "app.kubernetes.io/part-of": "tunegate",
-}
 GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
 # The trainer image's user (trainer-image/Dockerfile); an image given in spec.image
 # runs as this uid too.

@@ -5,14 +5,22 @@ Pure functions of the spec, the run's identity and the operator settings.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
+from tunegate_contract.base import env_value
+from tunegate_contract.trainer_config import TRAINER_CONFIG_ENV
 from tunegate_operator.api.common import GPU_RESOURCE
 from tunegate_operator.api.finetunejob import FineTuneJobSpec
-from tunegate_operator.builders.job_envelope import (
+from tunegate_operator.api.names import (
+    ATTEMPT_LABEL,
+    COMPLETION_INDEX_ANNOTATION,
+    COMPONENT_LABEL,
+    FTJ_LABEL,
+    KUEUE_QUEUE_LABEL,
     MANAGED_LABELS,
+)
+from tunegate_operator.builders.job_envelope import (
     Owner,
     credential_env,
     hub_token_env,
@@ -35,12 +43,6 @@ from tunegate_operator.builders.trainer_config import (
 )
 from tunegate_operator.settings import Settings
 
-FTJ_LABEL = "tunegate.dev/finetunejob"
-COMPONENT_LABEL = "tunegate.dev/component"
-ATTEMPT_LABEL = "tunegate.dev/attempt"
-KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
-COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
-CONFIG_ENV = "TUNEGATE_TRAINER_CONFIG"
 CHECKPOINT_GRACE_SECONDS = 120
 # torchrun forwards SIGTERM to its workers, then SIGKILLs them after this long (its own
 # default is 30 s): most of the grace period, leaving torchrun time to exit itself.
@@ -86,8 +88,8 @@ def _labels(run: RunRef, component: str, attempt: int | None = None) -> dict[str
 def _config_env(
     spec: FineTuneJobSpec, run: RunRef, attempt: int, settings: Settings
 ) -> dict[str, str]:
-    document = trainer_config(spec, run=run, attempt=attempt, settings=settings)
-    return {"name": CONFIG_ENV, "value": json.dumps(document, sort_keys=True)}
+    config = trainer_config(spec, run=run, attempt=attempt, settings=settings)
+    return {"name": TRAINER_CONFIG_ENV, "value": env_value(config)}
 
 
 def audit_job(spec: FineTuneJobSpec, *, run: RunRef, settings: Settings) -> dict[str, Any]:

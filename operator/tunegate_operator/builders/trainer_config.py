@@ -1,11 +1,13 @@
-"""The trainer config a FineTuneJob implies (pure). The trainer validates it with
-its own model; tests/unit/test_contract.py keeps both sides in step."""
+"""The trainer config a FineTuneJob implies (pure), rendered through the contract's
+model: what the operator renders is what the trainer accepts."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
+from tunegate_contract.layout import RunLayout
+from tunegate_contract.trainer_config import TrainerConfig
 from tunegate_operator.api.finetunejob import FieldMapping, FineTuneJobSpec
 from tunegate_operator.api.finetunejob import LoraSpec as ApiLora
 from tunegate_operator.settings import Settings
@@ -18,84 +20,56 @@ class RunRef:
     uid: str
 
 
-@dataclass(frozen=True)
-class OutputLayout:
-    """Where a run's artefacts live under spec.output.uri."""
-
-    root: str
-
-    @classmethod
-    def under(cls, uri: str) -> OutputLayout:
-        return cls(uri.rstrip("/"))
-
-    @property
-    def checkpoints(self) -> str:
-        return f"{self.root}/checkpoints"
-
-    @property
-    def adapter(self) -> str:
-        return f"{self.root}/adapter"
-
-    @property
-    def manifest(self) -> str:
-        return f"{self.root}/manifest.json"
-
-    @property
-    def progress(self) -> str:
-        return f"{self.root}/progress.json"
-
-    @property
-    def audit_report(self) -> str:
-        return f"{self.root}/audit/report.json"
-
-    @property
-    def loss_curve(self) -> str:
-        return f"{self.root}/loss.png"
-
-
 def credentials_secret(spec: FineTuneJobSpec, settings: Settings) -> str | None:
     return spec.storage.credentials_secret or settings.credentials_secret
 
 
 def trainer_config(
     spec: FineTuneJobSpec, *, run: RunRef, attempt: int, settings: Settings
-) -> dict[str, Any]:
-    layout = OutputLayout.under(spec.output.uri)
-    return {
-        "version": 1,
-        "run": {"namespace": run.namespace, "name": run.name, "uid": run.uid, "attempt": attempt},
-        "model": {"uri": spec.model.uri, "revision": spec.model.revision},
-        "data": _data_section(spec),
-        "method": spec.method,
-        "lora": _lora_section(spec),
-        "training": _training_section(spec),
-        "deepspeed": (
-            {
-                "zero_stage": spec.deepspeed.zero_stage,
-                "offload_optimizer": spec.deepspeed.offload_optimizer,
-            }
-            if spec.deepspeed
-            else None
-        ),
-        "audit": {
-            "mode": spec.audit.mode,
-            "max_duplicate_fraction": spec.audit.max_duplicate_fraction,
-            "max_pii_fraction": spec.audit.max_pii_fraction,
-            "contamination_sets": list(spec.audit.contamination_sets),
-            "max_contamination_fraction": spec.audit.max_contamination_fraction,
-            "block_triggers": spec.audit.block_triggers,
-        },
-        "artifacts": {
-            "checkpoints": layout.checkpoints,
-            "adapter": layout.adapter,
-            "manifest": layout.manifest,
-            "progress": layout.progress,
-            "audit_report": layout.audit_report,
-            "loss_curve": layout.loss_curve,
-        },
-        "storage": settings.storage_document(spec.storage),
-        "progress_interval_seconds": settings.progress_interval_seconds,
-    }
+) -> TrainerConfig:
+    layout = RunLayout.under(spec.output.uri)
+    return TrainerConfig.model_validate(
+        {
+            "version": 1,
+            "run": {
+                "namespace": run.namespace,
+                "name": run.name,
+                "uid": run.uid,
+                "attempt": attempt,
+            },
+            "model": {"uri": spec.model.uri, "revision": spec.model.revision},
+            "data": _data_section(spec),
+            "method": spec.method,
+            "lora": _lora_section(spec),
+            "training": _training_section(spec),
+            "deepspeed": (
+                {
+                    "zero_stage": spec.deepspeed.zero_stage,
+                    "offload_optimizer": spec.deepspeed.offload_optimizer,
+                }
+                if spec.deepspeed
+                else None
+            ),
+            "audit": {
+                "mode": spec.audit.mode,
+                "max_duplicate_fraction": spec.audit.max_duplicate_fraction,
+                "max_pii_fraction": spec.audit.max_pii_fraction,
+                "contamination_sets": list(spec.audit.contamination_sets),
+                "max_contamination_fraction": spec.audit.max_contamination_fraction,
+                "block_triggers": spec.audit.block_triggers,
+            },
+            "artifacts": {
+                "checkpoints": layout.checkpoints,
+                "adapter": layout.adapter,
+                "manifest": layout.manifest,
+                "progress": layout.progress,
+                "audit_report": layout.audit_report,
+                "loss_curve": layout.loss_curve,
+            },
+            "storage": settings.storage_document(spec.storage),
+            "progress_interval_seconds": settings.progress_interval_seconds,
+        }
+    )
 
 
 def _data_section(spec: FineTuneJobSpec) -> dict[str, Any]:

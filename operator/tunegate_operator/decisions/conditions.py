@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
+from tunegate_contract.base import rfc3339
+
 Status = Literal["True", "False", "Unknown"]
 
 
@@ -28,13 +30,6 @@ class DecidedStatus(Protocol):
     def conditions(self) -> Sequence[Cond]: ...
     @property
     def status(self) -> Mapping[str, Any]: ...
-
-
-RFC3339 = "%Y-%m-%dT%H:%M:%SZ"  # how every timestamp in a status is written (UTC)
-
-
-def rfc3339(moment: datetime) -> str:
-    return moment.strftime(RFC3339)
 
 
 def merge_conditions(

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from tunegate_contract.base import parse_rfc3339
+from tunegate_contract.promotion_record import PromotionRecord
 from tunegate_operator.api.evalgate import EvalGateSpec
 from tunegate_operator.decisions.conditions import Cond
 from tunegate_operator.decisions.evalgate_actions import (
@@ -24,6 +26,7 @@ from tunegate_operator.decisions.evalgate_actions import (
 )
 from tunegate_operator.decisions.handoff import handoff_due
 from tunegate_operator.decisions.promotion_record import (
+    NO_POINTER,
     Promoted,
     promoted_of,
     rolled_back_sha256,
@@ -31,18 +34,22 @@ from tunegate_operator.decisions.promotion_record import (
 from tunegate_operator.decisions.reevaluation import (
     ReevalObserved,
     decide_reevaluation,
-    parse_stamp,
 )
-from tunegate_operator.decisions.verdict import VerdictObserved, decide_verdict, describe
+from tunegate_operator.decisions.verdict import (
+    ResultsRead,
+    VerdictObserved,
+    decide_verdict,
+    describe,
+)
 from tunegate_operator.decisions.vocabulary import Event, JobView
 
 
 @dataclass(frozen=True)
 class GateObserved:
     verdict: VerdictObserved  # what the verdict and promotion decide on
-    pointer: Mapping[str, Any] | None = None  # promotion.json as read
+    pointer: PromotionRecord | None = None  # promotion.json as read (None: no promotion)
     round_job: JobView | None = None  # the active re-evaluation round's Job
-    round_results: Mapping[str, Any] | None = None  # and its results.json
+    round_results: ResultsRead | None = None  # and its results.json
     report_uri: str | None = None  # where this candidate's report is published
     adapter_uri: str | None = None  # the candidate's adapter (None: no candidate yet)
 
@@ -50,7 +57,7 @@ class GateObserved:
 def decide_evalgate(spec: EvalGateSpec, observed: GateObserved) -> EvalGateDecision:
     facts = observed.verdict
     status, generation = facts.status, facts.generation
-    served = promoted_of(observed.pointer or {})
+    served = promoted_of(observed.pointer or NO_POINTER)
     decision = decide_verdict(spec, facts)
     if promotion_refused(status, generation) and decision.actions:
         # Not retried every few seconds: the spec must change (new generation) first.
@@ -91,7 +98,7 @@ def _rolled_back_here(
     generation starts over: the rolled-back candidate is then only Superseded."""
     if status.get("observedGeneration") != generation or observed.adapter_uri is None:
         return None
-    failed = rolled_back_sha256(observed.pointer or {}, observed.adapter_uri)
+    failed = rolled_back_sha256(observed.pointer or NO_POINTER, observed.adapter_uri)
     if status.get("phase") == "RolledBack":
         return failed or str((status.get("promoted") or {}).get("previous") or "")
     if status.get("phase") == "Promoted" and failed:
@@ -134,7 +141,7 @@ def _promoted(
         ReevalObserved(
             now=observed.verdict.now,
             state=status.get("reevaluation") or {},
-            promoted_at=parse_stamp(promoted_at) if promoted_at else observed.verdict.now,
+            promoted_at=parse_rfc3339(promoted_at) if promoted_at else observed.verdict.now,
             served_sha256=served.sha256 if served else None,
             job=observed.round_job,
             results=observed.round_results,

@@ -7,10 +7,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
+from tunegate_contract.base import parse_rfc3339, rfc3339
+from tunegate_contract.run_documents import AuditReport, Manifest, Progress
 from tunegate_operator.api.finetunejob import FineTuneJobSpec, Phase
-from tunegate_operator.decisions.conditions import Cond, rfc3339
+from tunegate_operator.decisions.conditions import Cond
 from tunegate_operator.decisions.preflight import PreflightResult, estimate_status
 from tunegate_operator.decisions.vocabulary import (
     POD_CREATION_FAILED,
@@ -26,18 +28,25 @@ DISRUPTED_REASON = "PodFailurePolicy"
 
 
 @dataclass(frozen=True)
-class AuditReport:
-    verdict: Literal["Passed", "Warned", "Failed"]
-    findings: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
 class ManifestSummary:
+    """What the status tells of a finished run's manifest."""
+
     uri: str
     sha256: str
     size_bytes: int
     trainable_parameters: int
     final_loss: float | None = None
+
+    @classmethod
+    def of(cls, manifest: Manifest) -> ManifestSummary:
+        artifact = manifest.adapter
+        return cls(
+            artifact.uri,
+            artifact.sha256,
+            artifact.size_bytes,
+            manifest.trainable_parameters,
+            manifest.final_loss,
+        )
 
 
 @dataclass(frozen=True)
@@ -51,7 +60,7 @@ class FineTuneJobObserved:
     train_jobs: Mapping[int, JobView] = field(default_factory=dict)
     manifest: ManifestSummary | None = None
     manifest_error: str | None = None
-    progress: Mapping[str, Any] | None = None
+    progress: Progress | None = None
 
 
 @dataclass(frozen=True)
@@ -92,7 +101,7 @@ class FineTuneJobDecision:
 def _parse_time(value: object) -> datetime | None:
     if not isinstance(value, str) or not value:
         return None
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parse_rfc3339(value)
 
 
 def retry_delay(attempt: int, *, base: float, cap: float) -> float:
@@ -100,24 +109,23 @@ def retry_delay(attempt: int, *, base: float, cap: float) -> float:
     return float(min(cap, base * 2 ** (attempt - 1)))
 
 
-def progress_status(progress: Mapping[str, Any]) -> dict[str, Any]:
-    step = int(progress.get("step", 0))
-    total = progress.get("total_steps")
-    out: dict[str, Any] = {"step": step}
-    if total:
-        out["totalSteps"] = int(total)
-        out["percent"] = min(100, int(100 * step / int(total)))
-    for source, target in (
-        ("epoch", "epoch"),
-        ("loss", "loss"),
-        ("tokens_per_second", "tokensPerSecond"),
+def progress_status(progress: Progress) -> dict[str, Any]:
+    """status.progress: the trainer's progress.json in the status's words."""
+    out: dict[str, Any] = {"step": progress.step}
+    if progress.total_steps:
+        out["totalSteps"] = progress.total_steps
+        out["percent"] = progress.percent
+    for value, target in (
+        (progress.epoch, "epoch"),
+        (progress.loss, "loss"),
+        (progress.tokens_per_second, "tokensPerSecond"),
     ):
-        if isinstance(progress.get(source), int | float):
-            out[target] = round(float(progress[source]), 4)
-    if isinstance(progress.get("eta_seconds"), int | float):
-        out["etaSeconds"] = int(progress["eta_seconds"])
-    if progress.get("updated_at"):
-        out["updatedAt"] = str(progress["updated_at"])
+        if value is not None:
+            out[target] = round(value, 4)
+    if progress.eta_seconds is not None:
+        out["etaSeconds"] = progress.eta_seconds
+    if progress.updated_at:
+        out["updatedAt"] = progress.updated_at
     return out
 
 

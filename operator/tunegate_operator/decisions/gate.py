@@ -1,11 +1,10 @@
-"""The EvalGate verdict (pure): paired confidence intervals per suite, then the
-overall decision. Nothing is promoted unless every suite Passes.
+"""The EvalGate verdict (pure): a confidence interval per suite, then the overall
+decision. Nothing is promoted unless every suite Passes.
 
-Each suite compares base and candidate on the same items. The interval is a
-paired bootstrap percentile interval of the mean per-item difference (for
-drift: of the mean per-item KL). A suite Passes only when the whole interval
-clears its margin, Fails when the whole interval is on the wrong side, and is
-Inconclusive otherwise.
+Each suite compares base and candidate on the same items (drift: the per-item KL
+itself). A suite Passes only when its whole interval clears the margin, Fails when
+the whole interval is on the wrong side, and is Inconclusive otherwise; how each
+interval is built, and why, is in gate_statistics.
 """
 
 from __future__ import annotations
@@ -16,14 +15,27 @@ from typing import Literal
 
 import numpy as np
 
-from tunegate_operator.api.evalgate import Metric, Role, Verdict
+from tunegate_contract.eval_config import Metric, Role
+from tunegate_operator.api.evalgate import Verdict
+from tunegate_operator.decisions.gate_statistics import (
+    BINARY_METHOD,
+    CONTINUOUS_METHOD,
+    Intervals,
+    design_effect,
+    items_to_detect,
+    minimum_detectable_difference,
+    one_sided_z,
+    paired_binary_intervals,
+    studentized_bootstrap_intervals,
+)
 
 Outcome = Literal["Promote", "Hold", "Reject"]
 _RANK: dict[Verdict, int] = {"Pass": 0, "Inconclusive": 1, "Fail": 2}
+BINARY_METRICS: frozenset[Metric] = frozenset({"multipleChoiceAccuracy", "exactMatch", "refusal"})
 
 
 class GateInputError(ValueError):
-    """Scores that cannot be compared (unpaired, empty, not finite)."""
+    """Scores that cannot be compared (unpaired, empty, not finite, too few)."""
 
 
 @dataclass(frozen=True)
@@ -34,6 +46,8 @@ class SuiteScores:
     base: Sequence[float]  # per item; for drift, unused (KL is already a difference)
     candidate: Sequence[float]  # per item; for drift, per-item KL(base || candidate)
     threshold: float  # minImprovement, maxRegression or maxKL
+    min_items: int = 1  # fewer items are refused: they cannot stand for the task
+    groups: Sequence[str] | None = None  # per item: its cluster (spec groupBy)
 
 
 @dataclass(frozen=True)
@@ -49,6 +63,15 @@ class SuiteVerdict:
     threshold: float
     verdict: Verdict
     items: int
+    method: str = ""
+    mdd: float = 0.0  # minimum detectable difference: a true distance decided 80% of the time
+    clusters: int | None = None  # groups the items fell into (groupBy)
+    items_needed: int | None = None  # Inconclusive: items to resolve the observed distance
+
+    @property
+    def margin(self) -> float:
+        """Where the interval is compared: +minImprovement, -maxRegression, maxKL."""
+        return -self.threshold if self.role in ("retention", "safety") else self.threshold
 
 
 @dataclass(frozen=True)
@@ -59,80 +82,125 @@ class GateVerdict:
     results: tuple[SuiteVerdict, ...]
 
 
-def bootstrap_interval(
-    values: np.ndarray, *, confidence: float, samples: int, seed: int
-) -> tuple[float, float]:
-    """Percentile interval of the mean of `values` (already paired differences)."""
-    rng = np.random.default_rng(seed)
-    n = len(values)
-    means = values[rng.integers(0, n, size=(samples, n))].mean(axis=1)
-    tail = (1 - confidence) / 2
-    low, high = np.quantile(means, [tail, 1 - tail])
-    return float(low), float(high)
+def _checked(scores: SuiteScores) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """candidate, base (None for drift) and groups as arrays, or GateInputError."""
+    candidate = np.asarray(scores.candidate, dtype=float)
+    name = f"suite {scores.suite}"
+    if candidate.size == 0:
+        raise GateInputError(f"{name}: no items were scored")
+    if candidate.size < scores.min_items:
+        raise GateInputError(
+            f"{name}: {candidate.size} items scored, fewer than its minItems "
+            f"{scores.min_items}; add items or lower minItems"
+        )
+    if not np.all(np.isfinite(candidate)):
+        raise GateInputError(f"{name}: candidate scores are not all finite")
+    groups = None if scores.groups is None else np.asarray(scores.groups, dtype=str)
+    if groups is not None and groups.shape != candidate.shape:
+        raise GateInputError(f"{name}: {groups.size} group labels for {candidate.size} items")
+    if scores.role == "drift":
+        return candidate, None, groups
+    base = np.asarray(scores.base, dtype=float)
+    if base.shape != candidate.shape:
+        raise GateInputError(
+            f"{name}: base has {base.size} scores, candidate {candidate.size}; they must be paired"
+        )
+    if not np.all(np.isfinite(base)):
+        raise GateInputError(f"{name}: base scores are not all finite")
+    if scores.metric in BINARY_METRICS and not np.all(np.isin(np.r_[base, candidate], (0, 1))):
+        raise GateInputError(f"{name}: {scores.metric} scores must each be 0 or 1")
+    return candidate, base, groups
 
 
-def _lower_is_better(metric: Metric) -> bool:
-    return metric == "perplexity"
+def _intervals(
+    scores: SuiteScores,
+    candidate: np.ndarray,
+    base: np.ndarray | None,
+    groups: np.ndarray | None,
+    *,
+    confidence: float,
+    samples: int,
+    seed: int,
+) -> tuple[Intervals, str]:
+    """The interval of the oriented difference (positive: candidate better), or of
+    the mean KL for drift, and the method's name."""
+    if base is None:
+        found = studentized_bootstrap_intervals(
+            candidate, confidence=confidence, samples=samples, seed=seed, groups=groups
+        )
+        return found, CONTINUOUS_METHOD
+    sign = -1.0 if scores.metric == "perplexity" else 1.0
+    differences = sign * (candidate - base)
+    if scores.metric not in BINARY_METRICS:
+        found = studentized_bootstrap_intervals(
+            differences, confidence=confidence, samples=samples, seed=seed, groups=groups
+        )
+        return found, CONTINUOUS_METHOD
+    found = paired_binary_intervals(
+        np.array([np.sum(differences > 0)]),
+        np.array([np.sum(differences < 0)]),
+        np.array([differences.size]),
+        confidence=confidence,
+        design_effect=design_effect(differences, groups),
+    )
+    return found, BINARY_METHOD
+
+
+def verdict_of(low: float, high: float, margin: float, *, drift: bool) -> Verdict:
+    """The single definition: Pass only when the whole interval is on the good side."""
+    if drift:  # lower KL is better: the interval must stay under maxKL
+        return "Pass" if high <= margin else "Fail" if low > margin else "Inconclusive"
+    return "Pass" if low >= margin else "Fail" if high < margin else "Inconclusive"
 
 
 def judge_suite(
     scores: SuiteScores, *, confidence: float, samples: int, seed: int = 0
 ) -> SuiteVerdict:
-    candidate = np.asarray(scores.candidate, dtype=float)
-    if candidate.size == 0:
-        raise GateInputError(f"suite {scores.suite}: no items were scored")
-    if not np.all(np.isfinite(candidate)):
-        raise GateInputError(f"suite {scores.suite}: candidate scores are not all finite")
-    if scores.role == "drift":
-        low, high = bootstrap_interval(candidate, confidence=confidence, samples=samples, seed=seed)
-        mean_kl = float(candidate.mean())
-        verdict: Verdict = (
-            "Pass"
-            if high <= scores.threshold
-            else "Fail"
-            if low > scores.threshold
-            else "Inconclusive"
-        )
-        return SuiteVerdict(
-            scores.suite,
-            scores.role,
-            scores.metric,
-            None,
-            mean_kl,
-            mean_kl,
-            low,
-            high,
-            scores.threshold,
-            verdict,
-            int(candidate.size),
-        )
-    base = np.asarray(scores.base, dtype=float)
-    if base.shape != candidate.shape:
-        raise GateInputError(
-            f"suite {scores.suite}: base has {base.size} scores, candidate "
-            f"{candidate.size}; they must be paired"
-        )
-    if not np.all(np.isfinite(base)):
-        raise GateInputError(f"suite {scores.suite}: base scores are not all finite")
-    # Orient so that positive always means "candidate is better".
-    sign = -1.0 if _lower_is_better(scores.metric) else 1.0
-    differences = sign * (candidate - base)
-    low, high = bootstrap_interval(differences, confidence=confidence, samples=samples, seed=seed)
-    improvement = float(differences.mean())
-    margin = scores.threshold if scores.role == "target" else -scores.threshold
-    verdict = "Pass" if low >= margin else "Fail" if high < margin else "Inconclusive"
+    candidate, base, groups = _checked(scores)
+    found, method = _intervals(
+        scores, candidate, base, groups, confidence=confidence, samples=samples, seed=seed
+    )
+    estimate, low, high = float(found.estimate[0]), float(found.low[0]), float(found.high[0])
+    drift = scores.role == "drift"
+    margin = scores.threshold if scores.role in ("target", "drift") else -scores.threshold
+    verdict = verdict_of(low, high, margin, drift=drift)
+    # The interval's own half-width stands for the standard error: defined even for a
+    # suite of ties, whose sample variance is zero.
+    error = (high - low) / (2 * one_sided_z(confidence))
+    mdd = float(minimum_detectable_difference(np.array([error]), confidence)[0])
+    needed = None
+    if verdict == "Inconclusive":
+        needed = items_to_detect(candidate.size, mdd, abs(estimate - margin))
     return SuiteVerdict(
         scores.suite,
         scores.role,
         scores.metric,
-        float(base.mean()),
+        None if base is None else float(base.mean()),
         float(candidate.mean()),
-        improvement,
+        estimate,
         low,
         high,
         scores.threshold,
         verdict,
         int(candidate.size),
+        method=method,
+        mdd=mdd,
+        clusters=None if groups is None else len(np.unique(groups)),
+        items_needed=needed,
+    )
+
+
+def _unresolved(result: SuiteVerdict) -> str:
+    """Why an Inconclusive suite could not decide, and what would."""
+    text = (
+        f"{result.suite} ({result.role}): {result.items} items resolve differences of "
+        f"{result.mdd:.3g} from the margin"
+    )
+    if result.items_needed is None:
+        return text + "; its estimate sits on the margin"
+    distance = abs(result.delta - result.margin)
+    return (
+        text + f"; its estimate is {distance:.3g} from it: about {result.items_needed} would decide"
     )
 
 
@@ -158,6 +226,7 @@ def judge_suites(
     if worst.verdict == "Fail":
         return GateVerdict("Fail", "Reject", f"failed: {names}", results)
     outcome: Outcome = "Reject" if on_inconclusive == "fail" else "Hold"
+    details = "; ".join(_unresolved(r) for r in failing)
     return GateVerdict(
-        "Inconclusive", outcome, f"inconclusive at confidence {confidence}: {names}", results
+        "Inconclusive", outcome, f"inconclusive at confidence {confidence}: {details}", results
     )

@@ -3,9 +3,11 @@ here; promotion.py writes it)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+
+from tunegate_contract.promotion_record import PromotionRecord
+
+NO_POINTER = PromotionRecord()  # promotion.uri holds no promotion.json yet
 
 
 @dataclass(frozen=True)
@@ -30,43 +32,35 @@ class Promoted:
         }
 
 
-def promoted_of(record: Mapping[str, Any]) -> Promoted | None:
+def promoted_of(record: PromotionRecord) -> Promoted | None:
     """The pointer's current version (None for no pointer, or a v0.1 record that
     names no version folder)."""
-    entry = record.get("current") or {}
-    if not entry.get("sha256") or not entry.get("uri"):
+    entry = record.current
+    if entry is None or not entry.uri:
         return None
-    before = record.get("previous") or []
+    before = record.previous[0].sha256 if record.previous else None
     return Promoted(
-        entry["uri"],
-        entry["sha256"],
-        str(entry.get("source", "")),
-        before[0]["sha256"] if before else None,
-        str(entry.get("restoredAt") or entry.get("at") or ""),
+        entry.uri, entry.sha256, entry.source, before, entry.restored_at or entry.at or ""
     )
 
 
-def served_sha256_of(record: Mapping[str, Any], adapter_uri: str) -> str | None:
+def served_sha256_of(record: PromotionRecord, adapter_uri: str) -> str | None:
     """The digest the pointer serves, when it serves this candidate."""
-    entry = record.get("current") or {}
-    return entry.get("sha256") if entry.get("source") == adapter_uri else None
+    entry = record.current
+    return entry.sha256 if entry is not None and entry.source == adapter_uri else None
 
 
-def replaced_by(record: Mapping[str, Any], adapter_uri: str) -> str | None:
+def replaced_by(record: PromotionRecord, adapter_uri: str) -> str | None:
     """What the pointer serves instead, when it served this candidate once and moved on
     (another gate promoted, or a re-evaluation rolled it back)."""
-    entry = record.get("current") or {}
-    if entry.get("source") == adapter_uri:
+    entry = record.current
+    if entry is not None and entry.source == adapter_uri:
         return None
-    earlier = [*(record.get("previous") or []), *(record.get("rolledBack") or [])]
-    if any(e.get("source") == adapter_uri for e in earlier):
-        return str(entry.get("source") or "another version")
+    if any(e.source == adapter_uri for e in [*record.previous, *record.rolled_back]):
+        return (entry.source if entry else "") or "another version"
     return None
 
 
-def rolled_back_sha256(record: Mapping[str, Any], adapter_uri: str) -> str | None:
+def rolled_back_sha256(record: PromotionRecord, adapter_uri: str) -> str | None:
     """This candidate's digest, when a re-evaluation rolled it back."""
-    for entry in record.get("rolledBack") or []:
-        if entry.get("source") == adapter_uri:
-            return str(entry.get("sha256"))
-    return None
+    return next((e.sha256 for e in record.rolled_back if e.source == adapter_uri), None)

@@ -11,16 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from croniter import croniter
 
+from tunegate_contract.base import parse_rfc3339, rfc3339
 from tunegate_operator.api.evalgate import EvalGateSpec, ReevaluateSpec
-from tunegate_operator.decisions.conditions import RFC3339, Cond
+from tunegate_operator.decisions.conditions import Cond
 from tunegate_operator.decisions.evalgate_actions import RollBack, StartRound
 from tunegate_operator.decisions.gate import GateInputError
-from tunegate_operator.decisions.verdict import judge_results
+from tunegate_operator.decisions.verdict import ResultsRead, judge_results
 from tunegate_operator.decisions.vocabulary import Event, JobView
 
 
@@ -31,7 +32,7 @@ class ReevalObserved:
     promoted_at: datetime  # when the current version was promoted
     served_sha256: str | None  # what promotion.uri serves now
     job: JobView | None = None  # the active round's Job
-    results: Mapping[str, Any] | None = None  # the active round's results.json
+    results: ResultsRead | None = None  # the active round's results.json
 
 
 @dataclass(frozen=True)
@@ -46,14 +47,6 @@ def schedule_error(schedule: str) -> str | None:
     if croniter.is_valid(schedule):
         return None
     return f"spec.reevaluate.schedule: {schedule!r} is not a valid cron expression"
-
-
-def _stamp(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime(RFC3339)
-
-
-def parse_stamp(text: str) -> datetime:
-    return datetime.strptime(text, RFC3339).replace(tzinfo=UTC)
 
 
 def _next_after(schedule: str, moment: datetime) -> datetime:
@@ -77,10 +70,12 @@ def decide_reevaluation(
         return ReevalDecision(state, Cond("Reevaluated", "False", "InvalidSchedule", error))
     if state.get("active"):
         return _finish_round(spec, reevaluate, observed, state)
-    since = parse_stamp(state["scheduledAt"]) if state.get("scheduledAt") else observed.promoted_at
+    since = (
+        parse_rfc3339(state["scheduledAt"]) if state.get("scheduledAt") else observed.promoted_at
+    )
     due = _next_after(reevaluate.schedule, since)
     if observed.now < due:
-        state["nextAt"] = _stamp(due)
+        state["nextAt"] = rfc3339(due)
         return ReevalDecision(state)
     if observed.served_sha256 is None:
         return ReevalDecision(
@@ -92,8 +87,8 @@ def decide_reevaluation(
     state.update(
         round=round_number,
         active=True,
-        scheduledAt=_stamp(scheduled),
-        nextAt=_stamp(_next_after(reevaluate.schedule, scheduled)),
+        scheduledAt=rfc3339(scheduled),
+        nextAt=rfc3339(_next_after(reevaluate.schedule, scheduled)),
         sha256=observed.served_sha256,
     )
     message = f"re-evaluating the served adapter (round {round_number})"
@@ -161,7 +156,7 @@ def _done(
         active=False,
         lastVerdict=verdict,
         lastReason=reason,
-        lastFinishedAt=_stamp(observed.now),
+        lastFinishedAt=rfc3339(observed.now),
     )
     event = Event(
         "Normal" if verdict == "Pass" else "Warning", f"Reevaluation{verdict}", reason[:1000]

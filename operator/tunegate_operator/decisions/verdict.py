@@ -13,9 +13,12 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+from tunegate_contract.base import DocumentError, rfc3339
+from tunegate_contract.eval_results import EvalResults
 from tunegate_operator.api.evalgate import EvalGateSpec, Phase, Verdict
+from tunegate_operator.api.names import APPROVE_ANNOTATION
 from tunegate_operator.builders.eval_job import Candidate
-from tunegate_operator.decisions.conditions import Cond, rfc3339
+from tunegate_operator.decisions.conditions import Cond
 from tunegate_operator.decisions.evalgate_actions import (
     CreateEvalJob,
     EvalGateDecision,
@@ -35,7 +38,9 @@ from tunegate_operator.decisions.vocabulary import (
     pod_creation_problem,
 )
 
-APPROVE_ANNOTATION = "tunegate.dev/approve"
+# results.json as read: the document, or why it is not one.
+ResultsRead = EvalResults | DocumentError
+
 AWAITING_APPROVAL = (
     f"Pass; waiting for approval: kubectl annotate evalgate <name> {APPROVE_ANNOTATION}=true"
 )
@@ -56,7 +61,7 @@ class VerdictObserved:
     annotations: Mapping[str, str]
     candidate: Candidate | CandidateProblem
     eval_job: JobView | None = None
-    results: Mapping[str, Any] | None = None  # the eval command's results.json
+    results: ResultsRead | None = None  # the eval command's results.json
     promoted_sha256: str | None = None  # what promotion.uri serves now, if this candidate
     superseded_by: str | None = None  # promotion.uri moved on from this candidate to that
     recorded: bool = False  # the status holds this generation's verdict on this candidate
@@ -82,14 +87,18 @@ class Judgement:
     status: dict[str, Any]  # results, summary, decision
 
 
-def suite_scores(spec: EvalGateSpec, results: Mapping[str, Any]) -> list[SuiteScores]:
+def suite_scores(spec: EvalGateSpec, results: EvalResults) -> list[SuiteScores]:
     """Pair the spec's suites with the eval command's per-item scores."""
-    by_name = {s["name"]: s for s in results.get("suites", [])}
     scores = []
     for suite in spec.suites:
-        if suite.name not in by_name:
+        row = results.suite(suite.name)
+        if row is None:
             raise GateInputError(f"results have no suite {suite.name!r}")
-        row = by_name[suite.name]
+        if suite.group_by and row.groups is None:
+            raise GateInputError(
+                f"suite {suite.name}: groupBy {suite.group_by!r} is set but the results carry "
+                "no group labels (an eval image older than the operator?)"
+            )
         threshold = {"target": suite.min_improvement, "drift": suite.max_kl}.get(
             suite.role, suite.max_regression
         )
@@ -98,16 +107,20 @@ def suite_scores(spec: EvalGateSpec, results: Mapping[str, Any]) -> list[SuiteSc
                 suite.name,
                 suite.role,
                 suite.metric,
-                row.get("base", []),
-                row["candidate"],
+                row.base,
+                row.candidate,
                 float(threshold or 0.0),
+                min_items=suite.min_items,
+                groups=row.groups,
             )
         )
     return scores
 
 
-def judge_results(spec: EvalGateSpec, results: Mapping[str, Any], *, seed: int = 0) -> GateVerdict:
+def judge_results(spec: EvalGateSpec, results: ResultsRead, *, seed: int = 0) -> GateVerdict:
     """The spec's verdict on one results.json (raises GateInputError when unjudgeable)."""
+    if isinstance(results, DocumentError):
+        raise GateInputError(str(results))
     return judge_suites(
         suite_scores(spec, results),
         confidence=spec.confidence,
@@ -144,10 +157,6 @@ def _summary(decision: GateVerdict) -> dict[str, float]:
         if first is not None:
             summary[key] = round(first.delta, 4)
     return summary
-
-
-def _stamp(moment: datetime) -> str:
-    return rfc3339(moment)
 
 
 def decide_verdict(
@@ -203,7 +212,7 @@ def _evaluating(observed: VerdictObserved, ready: Cond) -> EvalGateDecision:
                 "decision": {
                     "verdict": "Error",
                     "reason": message,
-                    "decidedAt": _stamp(observed.now),
+                    "decidedAt": rfc3339(observed.now),
                 }
             },
             events=(Event("Warning", "EvalError", message),),
@@ -320,7 +329,7 @@ def _judgement(
             "verdict": judged.verdict,
             "reason": judged.reason,
             "decidedAt": (observed.status.get("decision") or {}).get("decidedAt")
-            or _stamp(observed.now),
+            or rfc3339(observed.now),
             "judged": candidate.identity,
         },
     }

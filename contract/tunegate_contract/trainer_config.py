@@ -1,27 +1,16 @@
-"""The trainer's typed config: the contract with the operator.
-
-The operator renders this document (JSON, in the env var TUNEGATE_TRAINER_CONFIG)
-from a FineTuneJob; the trainer validates it here and refuses anything else.
-Both sides are tested against each other by tests/unit/test_contract.py.
-"""
+"""The trainer's config: the operator renders it from a FineTuneJob (JSON, in env var
+TUNEGATE_TRAINER_CONFIG) and the trainer refuses anything else."""
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Mapping
-from typing import Literal, TypeVar
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field
 
-CONFIG_ENV = "TUNEGATE_TRAINER_CONFIG"
-M = TypeVar("M", bound=BaseModel)
-# s3://bucket/key, or an absolute local path (development, benchmarks).
-S3_URI = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/\S*)?|/\S*)$"
+from tunegate_contract.base import S3_URI, Strict, load_json_env
 
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+TRAINER_CONFIG_ENV = "TUNEGATE_TRAINER_CONFIG"
 
 
 class RunIdentity(Strict):
@@ -37,6 +26,9 @@ class ModelSource(Strict):
 
 
 class FieldNames(Strict):
+    """Which JSON keys hold which part of a row. The operator always renders them; the
+    defaults serve local runs and benchmarks."""
+
     messages: str = "messages"
     prompt: str = "prompt"
     input: str = "input"
@@ -128,28 +120,5 @@ class TrainerConfig(Strict):
     progress_interval_seconds: float = Field(default=5.0, gt=0)
 
 
-class ConfigError(Exception):
-    """The config is missing or invalid; the message names the field."""
-
-
-def load_json_env(
-    model: type[M], name: str, environ: Mapping[str, str] | None = None, *, purpose: str
-) -> M:
-    """Validate the JSON in env var `name`; errors name the variable or the field."""
-    env = os.environ if environ is None else environ
-    raw = env.get(name)
-    if not raw:
-        raise ConfigError(f"{name} is not set: the operator passes {purpose} there")
-    try:
-        return model.model_validate(json.loads(raw))
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{name} is not JSON: {exc}") from None
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors()
-        )
-        raise ConfigError(f"invalid {purpose}: {problems}") from None
-
-
-def load_config(environ: Mapping[str, str] | None = None) -> TrainerConfig:
-    return load_json_env(TrainerConfig, CONFIG_ENV, environ, purpose="the run's config")
+def load_trainer_config(environ: Mapping[str, str] | None = None) -> TrainerConfig:
+    return load_json_env(TrainerConfig, TRAINER_CONFIG_ENV, environ, purpose="the run's config")

@@ -1,4 +1,5 @@
-"""The eval command's typed config: the contract with the operator's EvalGate."""
+"""The eval command's config: the operator renders it from an EvalGate (JSON, in env var
+TUNEGATE_EVAL_CONFIG) and the eval command refuses anything else."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ from typing import Literal
 
 from pydantic import Field
 
-from tunegate_trainer.config import S3_URI, ModelSource, Storage, Strict, load_json_env
+from tunegate_contract.base import S3_URI, Strict, load_json_env
+from tunegate_contract.trainer_config import ModelSource, Storage
 
 EVAL_CONFIG_ENV = "TUNEGATE_EVAL_CONFIG"
+Role = Literal["target", "retention", "drift", "safety"]
+Metric = Literal["multipleChoiceAccuracy", "exactMatch", "perplexity", "kl", "refusal"]
 
 
 class GateIdentity(Strict):
@@ -21,11 +25,12 @@ class GateIdentity(Strict):
 
 class Suite(Strict):
     name: str
-    role: Literal["target", "retention", "drift", "safety"]
-    metric: Literal["multipleChoiceAccuracy", "exactMatch", "perplexity", "kl", "refusal"]
+    role: Role
+    metric: Metric
     dataset: str = Field(pattern=S3_URI)
     max_items: int | None = Field(default=None, ge=1)
     max_new_tokens: int = Field(default=64, ge=1)
+    group_by: str | None = None  # item key naming its cluster: written as `groups`
 
 
 class EvalConfig(Strict):
