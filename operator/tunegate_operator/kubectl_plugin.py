@@ -77,15 +77,30 @@ def approve(namespace: str, name: str) -> str:
 
 
 def verdict_table(status: dict[str, Any]) -> str:
-    header = f"{'SUITE':<14}{'ROLE':<11}{'BASE':>9}{'CAND':>9}{'DELTA':>9}  {'INTERVAL':<20}VERDICT"
-    lines = [header]
+    """The per-suite table, each column as wide as its longest cell."""
+    header = ("SUITE", "ROLE", "N", "BASE", "CAND", "DELTA", "INTERVAL", "MDD", "VERDICT")
+    rows = [header]
     for row in status.get("results") or []:
-        base = f"{row['base']:.3f}" if row.get("base") is not None else "-"
         interval = f"[{row['interval']['low']:+.3f}, {row['interval']['high']:+.3f}]"
-        lines.append(
-            f"{row['suite']:<14}{row['role']:<11}{base:>9}{row['candidate']:>9.3f}"
-            f"{row['delta']:>+9.3f}  {interval:<20}{row['verdict']}"
+        mdd = row.get("minimumDetectableDifference")
+        rows.append(
+            (
+                row["suite"],
+                row["role"],
+                str(row.get("items", "-")),
+                f"{row['base']:.3f}" if row.get("base") is not None else "-",
+                f"{row['candidate']:.3f}",
+                f"{row['delta']:+.3f}",
+                interval,
+                f"{mdd:.3f}" if mdd is not None else "-",
+                row["verdict"],
+            )
         )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(r, widths, strict=True)).rstrip()
+        for r in rows
+    ]
     decision = status.get("decision") or {}
     lines.append(f"decision: {decision.get('verdict', '-')} ({decision.get('reason', '')})")
     return "\n".join(lines)

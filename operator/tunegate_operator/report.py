@@ -25,7 +25,8 @@ img {{ max-width: 32rem; margin: .5rem 1rem .5rem 0; }}
 <p>{reason}</p>
 <p>Candidate: {candidate}<br>Base model: {base}<br>Confidence: {confidence}</p>
 <table><tr><th>suite</th><th>role</th><th>metric</th><th>base</th><th>candidate</th>
-<th>delta</th><th>interval</th><th>threshold</th><th>verdict</th><th>items</th></tr>
+<th>delta</th><th>interval</th><th>threshold</th><th>verdict</th><th>items</th>
+<th>detectable</th><th>method</th></tr>
 {rows}
 </table>
 {plots}
@@ -73,6 +74,15 @@ def _number(value: float | None) -> str:
     return "" if value is None else f"{value:.4f}"
 
 
+def _method(row: Mapping[str, Any]) -> str:
+    method = str(row.get("method") or "")
+    if row.get("clusters") is not None:
+        method += f", {row['clusters']} clusters"
+    if row.get("itemsNeeded") is not None:
+        method += f"; about {row['itemsNeeded']} items would decide"
+    return method
+
+
 def render(
     *,
     name: str,
@@ -91,7 +101,8 @@ def render(
         f"<td>{r['candidate']:.4f}</td><td>{r['delta']:+.4f}</td>"
         f"<td>[{r['interval']['low']:+.4f}, {r['interval']['high']:+.4f}]</td>"
         f'<td>{r["threshold"]}</td><td class="{r["verdict"]}">{r["verdict"]}</td>'
-        f"<td>{r['items']}</td></tr>"
+        f"<td>{r['items']}</td><td>{_number(r.get('minimumDetectableDifference'))}</td>"
+        f"<td>{escape(_method(r))}</td></tr>"
         for r in rows
     )
     plots = "".join(f'<img src="{escape(file)}" alt="{escape(file)}">' for file in images)

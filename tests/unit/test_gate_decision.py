@@ -155,3 +155,76 @@ def test_nothing_is_promoted_without_every_suite_passing(
         assert any(r.verdict != "Pass" for r in decision.results)
         if decision.verdict == "Inconclusive":
             assert decision.outcome == ("Hold" if on_inconclusive == "hold" else "Reject")
+
+
+@pytest.mark.parametrize("items", [1, 5])
+def test_a_suite_of_ties_measures_nothing_and_cannot_pass(items: int) -> None:
+    ties = SuiteScores("r", "retention", "exactMatch", [1.0] * items, [1.0] * items, 0.0, 1)
+    result = judge_suite(ties, confidence=0.95, samples=200)
+    assert result.verdict == "Inconclusive"
+    assert result.low < 0 < result.high
+
+
+def test_a_suite_below_min_items_is_refused_naming_it() -> None:
+    small = SuiteScores("legal-qa", "target", "exactMatch", [0.0] * 12, [1.0] * 12, 0.1, 30)
+    with pytest.raises(GateInputError, match=r"legal-qa: 12 items .* minItems 30"):
+        judge_suite(small, confidence=0.95, samples=200)
+
+
+def test_binary_metrics_take_only_zero_or_one() -> None:
+    odd = SuiteScores("t", "target", "exactMatch", [0.0, 1.0], [0.5, 1.0], 0.1)
+    with pytest.raises(GateInputError, match="must each be 0 or 1"):
+        judge_suite(odd, confidence=0.95, samples=200)
+
+
+def test_an_inconclusive_suite_says_how_many_items_would_decide() -> None:
+    base = [0.0, 1.0] * 20
+    candidate = [1.0, 1.0] * 6 + [0.0, 1.0] * 14  # +0.15 against a margin of 0.1
+    unsure = judge_suite(suite("target", base, candidate, 0.1), confidence=0.95, samples=200)
+    assert unsure.verdict == "Inconclusive" and unsure.items_needed is not None
+    verdict = judge_suites(
+        [suite("target", base, candidate, 0.1)],
+        confidence=0.95,
+        samples=200,
+        on_inconclusive="hold",
+    )
+    assert f"about {unsure.items_needed} items would decide" in verdict.reason
+    # The same pattern, repeated to that many items, decides.
+    copies = -(-unsure.items_needed // len(base))
+    more = suite("target", base * copies, candidate * copies, 0.1)
+    assert judge_suite(more, confidence=0.95, samples=200).verdict == "Pass"
+
+
+def test_clustered_items_count_as_their_clusters() -> None:
+    """Twelve documents, ten items each, every item of a document scored alike: as
+    evidence that is twelve items, too few to clear the margin."""
+    pattern = [1.0] * 9 + [0.0] * 3  # per document: improved, or unchanged
+    base = [0.0] * 120
+    candidate = [v for v in pattern for _ in range(10)]
+    groups = [f"doc-{d}" for d in range(12) for _ in range(10)]
+    independent = SuiteScores("t", "target", "exactMatch", base, candidate, 0.5)
+    clustered = SuiteScores("t", "target", "exactMatch", base, candidate, 0.5, groups=groups)
+    assert judge_suite(independent, confidence=0.95, samples=200).verdict == "Pass"
+    result = judge_suite(clustered, confidence=0.95, samples=200)
+    assert (result.verdict, result.clusters) == ("Inconclusive", 12)
+
+
+def test_the_verdict_table_keeps_long_suite_names_apart() -> None:
+    from tunegate_operator.kubectl_plugin import verdict_table
+
+    row = {
+        "role": "retention",
+        "items": 60,
+        "base": 0.9,
+        "candidate": 0.88,
+        "delta": -0.02,
+        "interval": {"low": -0.05, "high": 0.01},
+        "minimumDetectableDifference": 0.08,
+        "verdict": "Inconclusive",
+    }
+    status = {"results": [row | {"suite": "general-knowledge"}, row | {"suite": "t"}]}
+    header, first, second, _ = verdict_table(status).splitlines()
+    assert "general-knowledge  retention" in first
+    for column in ("ROLE", "INTERVAL", "VERDICT"):
+        at = header.index(column)
+        assert first[at - 1] == " " and second[at - 1] == " " and first[at] != " "

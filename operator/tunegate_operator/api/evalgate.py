@@ -287,6 +287,17 @@ class SuiteResult(ApiModel):
     """Pass, Fail or Inconclusive."""
     items: int | None = None
     """Items evaluated."""
+    method: str | None = None
+    """How the interval was built: the paired score interval (binary metrics) or the
+    studentized bootstrap (perplexity, kl)."""
+    minimum_detectable_difference: float | None = None
+    """The true distance from the margin this suite decides 80% of the time, at
+    spec.confidence: smaller needs more items."""
+    clusters: int | None = None
+    """Clusters the items fell into (groupBy): the interval treats each as one unit."""
+    items_needed: int | None = None
+    """Inconclusive: about how many items would decide the estimate's distance from
+    the margin."""
 
 
 class DecisionStatus(ApiModel):

@@ -70,8 +70,12 @@ class SuiteVerdict:
 
     @property
     def margin(self) -> float:
-        """Where the interval is compared: +minImprovement, -maxRegression, maxKL."""
-        return -self.threshold if self.role in ("retention", "safety") else self.threshold
+        return margin_of(self.role, self.threshold)
+
+
+def margin_of(role: Role, threshold: float) -> float:
+    """Where the interval is compared: +minImprovement, -maxRegression, maxKL."""
+    return -threshold if role in ("retention", "safety") else threshold
 
 
 @dataclass(frozen=True)
@@ -162,7 +166,7 @@ def judge_suite(
     )
     estimate, low, high = float(found.estimate[0]), float(found.low[0]), float(found.high[0])
     drift = scores.role == "drift"
-    margin = scores.threshold if scores.role in ("target", "drift") else -scores.threshold
+    margin = margin_of(scores.role, scores.threshold)
     verdict = verdict_of(low, high, margin, drift=drift)
     # The interval's own half-width stands for the standard error: defined even for a
     # suite of ties, whose sample variance is zero.
@@ -199,9 +203,8 @@ def _unresolved(result: SuiteVerdict) -> str:
     if result.items_needed is None:
         return text + "; its estimate sits on the margin"
     distance = abs(result.delta - result.margin)
-    return (
-        text + f"; its estimate is {distance:.3g} from it: about {result.items_needed} would decide"
-    )
+    needed = result.items_needed
+    return text + f"; its estimate is {distance:.3g} from it: about {needed} items would decide"
 
 
 def judge_suites(

@@ -6,10 +6,10 @@ decides a gate is the code whose error rate is measured.
 
 - Paired binary scores (accuracy, exact match, refusal): the score interval for a
   difference of paired proportions (Tango 1998), inverted from the score test with a
-  continuity correction of half a discordant pair. It needs no discordant pair to be
-  defined (a suite of ties has a wide interval, not [0, 0]) and, in the simulation,
-  holds its one-sided error at every n from 10 up; the uncorrected test reaches 3%
-  at n = 20 from the discreteness of the counts.
+  continuity correction (CONTINUITY). It needs no discordant pair to be defined (a
+  suite of ties has a wide interval, not [0, 0]) and, in the simulation, holds its
+  one-sided error at every n from 10 up; the uncorrected test reaches 3% at n = 20
+  from the discreteness of the counts, Newcombe's hybrid interval 16%.
 - Continuous scores (perplexity, KL): the studentized (percentile-t) bootstrap, which
   corrects for skewness where the percentile bootstrap and the t interval do not.
 - Clustered items (groupBy): the binary score variance is inflated by the design
@@ -27,6 +27,10 @@ import numpy as np
 BINARY_METHOD = "paired score interval (Tango, continuity-corrected)"
 CONTINUOUS_METHOD = "studentized bootstrap"
 DETECTION_POWER = 0.8  # the minimum detectable difference is detected this often
+# Of one discordant pair. Half a pair (Yates) let the one-sided error reach 2.9% at
+# 95% when discordant items are about as rare as the margin; three quarters holds it
+# under 2.5% across the simulated space for 1% of the power.
+CONTINUITY = 0.75
 _BISECTION_STEPS = 60
 
 
@@ -86,7 +90,7 @@ def _score_statistic(
     rate = _restricted_regression_rate(improved, regressed, n, theta)
     variance = design_effect * (2 * rate + theta - theta**2) / n
     distance = (improved - regressed) / n - theta
-    corrected = np.sign(distance) * np.maximum(np.abs(distance) - 0.5 / n, 0.0)
+    corrected = np.sign(distance) * np.maximum(np.abs(distance) - CONTINUITY / n, 0.0)
     with np.errstate(divide="ignore", invalid="ignore"):
         z = corrected / np.sqrt(variance)
     # No variance left (theta at -1 or 1, or ties at theta 0): any distance is certain.

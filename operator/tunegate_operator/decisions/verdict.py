@@ -143,7 +143,13 @@ def _rows(decision: GateVerdict) -> list[dict[str, Any]]:
             "threshold": r.threshold,
             "verdict": r.verdict,
             "items": r.items,
+            "method": r.method,
+            "minimumDetectableDifference": round(r.mdd, 4),
         }
+        if r.clusters is not None:
+            row["clusters"] = r.clusters
+        if r.items_needed is not None:
+            row["itemsNeeded"] = r.items_needed
         if r.base is not None:  # drift has no base score: KL is itself the comparison
             row["base"] = round(r.base, 4)
         rows.append(row)
