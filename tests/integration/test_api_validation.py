@@ -238,6 +238,14 @@ INVALID: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
     ("drift-with-accuracy", EVG, {"spec.suites.2.metric": "exactMatch"}, "spec.suites[2].metric"),
     ("drift-kl-zero", EVG, {"spec.suites.2.maxKL": 0}, "spec.suites[2].maxKL"),
     (
+        "max-items-below-min-items",
+        EVG,
+        {"spec.suites.0.maxItems": 20, "spec.suites.0.minItems": 30},
+        "spec.suites[0].maxItems",
+    ),
+    ("min-items-zero", EVG, {"spec.suites.0.minItems": 0}, "spec.suites[0].minItems"),
+    ("group-by-not-a-key", EVG, {"spec.suites.0.groupBy": "a b"}, "spec.suites[0].groupBy"),
+    (
         "no-target-suite",
         EVG,
         {

@@ -402,8 +402,9 @@ def eval_suites(s3: Any, root: str) -> list[dict[str, Any]]:
                 "question": f"What is the capital of {c}?",
                 "choices": [city, "Rome", "Bern"],
                 "answer": 0,
+                "source": f"doc-{index % 3}",  # the suite's groupBy key
             }
-            for c, city in COUNTRIES
+            for index, (c, city) in enumerate(COUNTRIES)
         ],
         "exactMatch": [
             {"prompt": f"What is the capital of {c}?", "answer": f"The capital of {c} is {city}."}
@@ -435,6 +436,7 @@ def eval_suites(s3: Any, root: str) -> list[dict[str, Any]]:
                 "metric": metric,
                 "dataset": f"s3://{BUCKET}/{key}",
                 "max_new_tokens": 12,
+                "group_by": "source" if metric == "multipleChoiceAccuracy" else None,
             }
         )
     return suites
@@ -485,6 +487,10 @@ def test_eval_scores_base_and_candidate_on_the_same_items(
             assert len(suite["base"]) == len(suite["candidate"])
         if metric in ("multipleChoiceAccuracy", "exactMatch", "refusal"):
             assert set(suite["base"] + suite["candidate"]) <= {0.0, 1.0}
+    assert by_metric["multipleChoiceAccuracy"]["groups"] == [
+        f"doc-{index % 3}" for index in range(len(COUNTRIES))
+    ]
+    assert "groups" not in by_metric["kl"]
     assert min(by_metric["kl"]["candidate"]) > 0
     assert by_metric["perplexity"]["base"] != by_metric["perplexity"]["candidate"]
     assert "multiplechoiceaccuracy" in output

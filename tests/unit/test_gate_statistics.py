@@ -13,6 +13,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
+from tunegate_operator.api.evalgate import SuiteSpec
 from tunegate_operator.decisions.gate import verdict_of
 from tunegate_operator.decisions.gate_statistics import (
     design_effect,
@@ -24,7 +25,8 @@ CONFIDENCE = 0.95
 ALLOWED = (1 - CONFIDENCE) / 2
 SIZES = (10, 20, 40, 100, 300)
 MARGINS = (0.02, 0.05)
-DEFAULT_MIN_ITEMS = 30  # SuiteSpec.minItems: smaller suites are refused, never judged
+# Smaller suites are refused before any interval is computed.
+DEFAULT_MIN_ITEMS: int = SuiteSpec.model_fields["min_items"].default
 
 
 def allowed_with_monte_carlo(reps: int) -> float:

@@ -108,3 +108,20 @@ def test_replay_makes_up_the_requested_ratio(ratio: float) -> None:
     assert share == pytest.approx(ratio, abs=0.005)
     assert sum(e.source == "train" for e in mixed) == 300
     assert Replay(dataset="s3://bkt/r.jsonl", ratio=ratio).ratio == ratio
+
+
+def test_a_missing_group_by_key_names_the_suite_item_and_key() -> None:
+    from tunegate_contract.eval_config import Suite
+    from tunegate_trainer.evaluate import item_groups
+
+    suite = Suite(
+        name="legal",
+        role="target",
+        metric="exactMatch",
+        dataset="s3://bkt/legal.jsonl",
+        group_by="document",
+    )
+    items = [{"prompt": "a", "document": "d1"}, {"prompt": "b"}]
+    with pytest.raises(DataError, match=r"legal: item 2 \(s3://bkt/legal.jsonl\).*'document'"):
+        item_groups(suite, items)
+    assert item_groups(suite, items[:1]) == ["d1"]

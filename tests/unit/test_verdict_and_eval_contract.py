@@ -42,9 +42,9 @@ def test_the_eval_command_loads_the_config_every_example_job_carries(raw: dict[s
     (container,) = job["spec"]["template"]["spec"]["containers"]
     env = {e["name"]: e["value"] for e in container["env"] if e["name"] == EVAL_CONFIG_ENV}
     config = load_eval_config(env)
-    assert [(s.name, s.role, s.metric, s.dataset, s.max_items) for s in config.suites] == [
-        (s.name, s.role, s.metric, s.dataset, s.max_items) for s in spec.suites
-    ]
+    assert [
+        (s.name, s.role, s.metric, s.dataset, s.max_items, s.group_by) for s in config.suites
+    ] == [(s.name, s.role, s.metric, s.dataset, s.max_items, s.group_by) for s in spec.suites]
     assert config.results == "s3://runs/legal/evals/gate-g3/results.json"
     assert config.adapter == CANDIDATE.adapter_uri
     assert config.precision == ("fp32" if spec.resources.gpus == 0 else "bf16")

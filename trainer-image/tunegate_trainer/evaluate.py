@@ -162,7 +162,7 @@ def _items(store: Store, suite: Suite) -> list[dict[str, Any]]:
 
 
 def score_suite(scorer: Scorer, suite: Suite, items: list[dict[str, Any]]) -> ScoredSuite:
-    groups = _groups(suite, items)  # before scoring: a missing key fails fast
+    groups = item_groups(suite, items)  # before scoring: a missing key fails fast
     if suite.metric == "kl":
         values = []
         for index, item in enumerate(items):
@@ -212,7 +212,7 @@ def score_suite(scorer: Scorer, suite: Suite, items: list[dict[str, Any]]) -> Sc
     )
 
 
-def _groups(suite: Suite, items: list[dict[str, Any]]) -> list[str] | None:
+def item_groups(suite: Suite, items: list[dict[str, Any]]) -> list[str] | None:
     """Each item's cluster label (the suite's groupBy key), for a cluster-robust gate."""
     if suite.group_by is None:
         return None

@@ -152,9 +152,11 @@ class SuiteSpec(ApiModel):
     """drift: the largest tolerated mean per-token KL(base || candidate), nats."""
     max_items: int | None = Field(default=None, ge=1)
     """Evaluate only the first N items (faster, wider intervals)."""
-    min_items: int = Field(default=30, ge=1, le=1_000_000)
+    min_items: int = Field(default=40, ge=1, le=1_000_000)
     """A suite with fewer scored items is refused (condition Evaluated=False naming it):
-    too few items cannot stand for the task, whatever their interval says."""
+    too few items cannot stand for the task. 40 is the smallest size at which every
+    interval held its error rate in the gate's simulation (perplexity and KL scores
+    are skewed; below 40 the bootstrap's error grew to 3.4% and more)."""
     group_by: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_.-]*$", max_length=63)
     """Item key whose value names the item's cluster (e.g. its source document): items
     of one cluster are not independent, so the interval is cluster-robust."""
