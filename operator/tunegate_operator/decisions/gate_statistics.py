@@ -36,12 +36,11 @@ _BISECTION_STEPS = 60
 
 @dataclass(frozen=True)
 class Intervals:
-    """Per suite in the batch: the estimate, the interval and its standard error."""
+    """Per suite in the batch: the estimate and its interval."""
 
     estimate: np.ndarray
     low: np.ndarray
     high: np.ndarray
-    standard_error: np.ndarray
 
 
 def one_sided_z(confidence: float) -> float:
@@ -135,14 +134,10 @@ def paired_binary_intervals(
     improved, regressed, n = (np.asarray(a, dtype=float) for a in (improved, regressed, n))
     effect = np.ones_like(n) if design_effect is None else np.asarray(design_effect, float)
     z = one_sided_z(confidence)
-    estimate = (improved - regressed) / n
-    discordant = (improved + regressed) / n
-    standard_error = np.sqrt(effect * np.maximum(discordant - estimate**2, 0.0) / n)
     return Intervals(
-        estimate,
+        (improved - regressed) / n,
         _invert(improved, regressed, n, effect, z=z, lower=True),
         _invert(improved, regressed, n, effect, z=z, lower=False),
-        standard_error,
     )
 
 
@@ -202,7 +197,7 @@ def studentized_bootstrap_intervals(
         upper_t, lower_t = np.quantile(t, [1 - tail, tail], axis=1)
         low[rows] = mean[rows] - upper_t * error[rows]
         high[rows] = mean[rows] - lower_t * error[rows]
-    return Intervals(mean, low, high, error)
+    return Intervals(mean, low, high)
 
 
 def design_effect(differences: np.ndarray, groups: np.ndarray | None) -> np.ndarray:
