@@ -65,6 +65,7 @@ class Manifest(Document):
     created_at: str
 
     @property
-    def final_loss(self) -> float | None:
-        loss = self.final_metrics.get("train_loss")
+    def last_loss(self) -> float | None:
+        """The latest logged step's loss (train_loss is the run's mean)."""
+        loss = self.final_metrics.get("last_loss")
         return float(loss) if isinstance(loss, int | float) else None

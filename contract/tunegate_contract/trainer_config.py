@@ -70,6 +70,9 @@ class Training(Strict):
     gradient_checkpointing: bool
     warmup_ratio: float = Field(ge=0, lt=1)
     checkpoint_every: int = Field(ge=1)
+    # isolated: each packed example attends only to itself (the operator's choice);
+    # concatenated: the older packing, kept for the benchmark's comparison.
+    packing: Literal["isolated", "concatenated"] = "isolated"
 
 
 class DeepSpeed(Strict):

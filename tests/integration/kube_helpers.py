@@ -104,7 +104,7 @@ def manifest_document(
         hyperparameters={},
         trainable_parameters=trainable,
         total_parameters=trainable * 10,
-        final_metrics={"train_loss": loss},
+        final_metrics={"train_loss": loss + 0.5, "last_loss": loss},
         code_version="test",
         adapter={"uri": adapter_uri, "sha256": sha256, "size_bytes": 1234, "files": files},
         created_at="2026-01-01T00:00:00Z",

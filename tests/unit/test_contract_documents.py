@@ -48,7 +48,7 @@ def test_the_manifest_the_trainer_writes_is_the_one_the_operator_reads() -> None
         dataset_digests={"s3://data/t.jsonl": "d" * 64},
         trainable=4096,
         total=135_000_000,
-        metrics={"train_loss": 1.25},
+        metrics={"train_loss": 2.4, "last_loss": 1.25},  # the mean, the latest step's
     )
     stored = json.loads(json.dumps(written.to_json()))
     summary = ManifestSummary.of(Manifest.parse(stored, where="s3://out/run/manifest.json"))

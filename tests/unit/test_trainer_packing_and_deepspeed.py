@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+import torch
+
 from tunegate_contract.trainer_config import TrainerConfig
 from tunegate_trainer.data import Example
-from tunegate_trainer.packing import IGNORE, pack
+from tunegate_trainer.modeling import without_kv_cache
+from tunegate_trainer.packing import IGNORE, Packing, pack
 from tunegate_trainer.train import deepspeed_config, planned_steps
 
 
@@ -20,9 +24,9 @@ class CharTokenizer:
         return {"input_ids": [ord(c) for c in text]}
 
 
-def test_prompt_tokens_are_not_learned_and_blocks_are_full_length() -> None:
+def test_concatenated_packing_cuts_the_token_stream_into_full_blocks() -> None:
     examples = [Example("ab", "cd", "train"), Example("", "efg", "train")]
-    packed = pack(examples, CharTokenizer(), block_size=4)
+    packed = pack(examples, CharTokenizer(), block_size=4, packing="concatenated")
     blocks = [packed[i] for i in range(len(packed))]
     assert [b["input_ids"].tolist() for b in blocks] == [
         [97, 98, 99, 100],
@@ -35,9 +39,69 @@ def test_prompt_tokens_are_not_learned_and_blocks_are_full_length() -> None:
     assert packed.tokens == 9
 
 
-def test_blocks_with_nothing_to_learn_are_dropped() -> None:
-    packed = pack([Example("long prompt!", "x", "train")], CharTokenizer(), block_size=4)
+@pytest.mark.parametrize("packing", ["isolated", "concatenated"])
+def test_blocks_with_nothing_to_learn_are_dropped(packing: Packing) -> None:
+    packed = pack(
+        [Example("long prompt!", "x", "train")], CharTokenizer(), block_size=4, packing=packing
+    )
     assert all((b["labels"] != IGNORE).any() for b in (packed[i] for i in range(len(packed))))
+
+
+def test_isolated_packing_places_whole_examples_with_their_own_positions() -> None:
+    examples = [
+        Example("ab", "cd", "train"),  # 5 tokens with end-of-sequence
+        Example("", "efg", "train"),  # 4
+        Example("h", "ij", "train"),  # 4
+    ]
+    packed = pack(examples, CharTokenizer(), block_size=9)
+    blocks = [packed[i] for i in range(len(packed))]
+    assert [b["input_ids"].tolist() for b in blocks] == [
+        [97, 98, 99, 100, 0, 101, 102, 103, 0],
+        [104, 105, 106, 0, 0, 0, 0, 0, 0],
+    ]
+    assert [b["position_ids"].tolist() for b in blocks] == [
+        [0, 1, 2, 3, 4, 0, 1, 2, 3],
+        [0, 1, 2, 3, 0, 1, 2, 3, 4],
+    ]
+    assert blocks[1]["labels"].tolist() == [IGNORE, 105, 106, 0, *[IGNORE] * 5]
+    # No attention mask: the model derives one block-diagonal mask from the positions.
+    assert "attention_mask" not in blocks[0]
+    assert packed.tokens == 13
+
+
+def test_a_packed_example_computes_exactly_what_it_computes_alone() -> None:
+    """Logits of each example in an isolated block equal those of the example run by
+    itself; in a concatenated block the second example sees the first and differs."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=128,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+    )
+    model = without_kv_cache(LlamaForCausalLM(config).eval())  # as the trainer loads it
+    first, second = Example("ab", "cd", "train"), Example("xy", "zw", "train")
+    alone = [
+        model(input_ids=pack([e], CharTokenizer(), block_size=5)[0]["input_ids"][None]).logits[0]
+        for e in (first, second)
+    ]
+    isolated = pack([first, second], CharTokenizer(), block_size=10)[0]
+    together = model(
+        input_ids=isolated["input_ids"][None], position_ids=isolated["position_ids"][None]
+    ).logits[0]
+    torch.testing.assert_close(together[:5], alone[0], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(together[5:], alone[1], atol=1e-5, rtol=1e-4)
+    concatenated = pack([first, second], CharTokenizer(), block_size=10, packing="concatenated")
+    mixed = model(
+        input_ids=concatenated[0]["input_ids"][None],
+        attention_mask=concatenated[0]["attention_mask"][None],
+    ).logits[0]
+    assert not torch.allclose(mixed[5:], alone[1], atol=1e-3)
 
 
 def _config(**overrides: Any) -> TrainerConfig:

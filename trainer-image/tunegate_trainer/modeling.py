@@ -18,6 +18,13 @@ from tunegate_trainer.storage import StorageError, Store, sha256_file
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
+def without_kv_cache(model: Any) -> Any:
+    """Training needs no KV cache, and with one transformers ignores packed position
+    ids: examples in a block would attend to each other (packing.py)."""
+    model.config.use_cache = False
+    return model
+
+
 def cache_root() -> Path:
     return Path(os.environ.get("TUNEGATE_CACHE", Path.home() / ".cache" / "tunegate"))
 
@@ -137,10 +144,9 @@ def load_model(config: TrainerConfig, path: Path) -> Any:
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=dtype,
         )
-    model = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
+    model = without_kv_cache(AutoModelForCausalLM.from_pretrained(str(path), **kwargs))
     if config.training.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.config.use_cache = False
     if config.method == "full":
         return model
     if config.method == "qlora":

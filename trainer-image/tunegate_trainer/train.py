@@ -159,9 +159,10 @@ def _train(config: TrainerConfig, store: Store, workdir: Path) -> int:
         )
     model_path = fetch_model(store, config.model.uri, config.model.revision)
     tokenizer = load_tokenizer(model_path)
-    train_set = pack(datasets.train, tokenizer, block_size=config.training.max_seq_length)
+    block, packing = config.training.max_seq_length, config.training.packing
+    train_set = pack(datasets.train, tokenizer, block_size=block, packing=packing)
     eval_set = (
-        pack(datasets.validation, tokenizer, block_size=config.training.max_seq_length)
+        pack(datasets.validation, tokenizer, block_size=block, packing=packing)
         if datasets.validation
         else None
     )
@@ -229,7 +230,8 @@ def _train(config: TrainerConfig, store: Store, workdir: Path) -> int:
         return SIGTERM_EXIT
 
     metrics: dict[str, Any] = {
-        "train_loss": float(result.training_loss),
+        "train_loss": float(result.training_loss),  # the mean over the run
+        "last_loss": progress.loss,  # the latest logged step's: what progress showed
         "steps": trainer.state.global_step,
         "tokens": train_set.tokens,
         "train_runtime_seconds": float(result.metrics.get("train_runtime", 0.0)),

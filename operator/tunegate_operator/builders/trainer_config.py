@@ -113,4 +113,5 @@ def _training_section(spec: FineTuneJobSpec) -> dict[str, Any]:
         "gradient_checkpointing": t.gradient_checkpointing,
         "warmup_ratio": t.warmup_ratio,
         "checkpoint_every": t.checkpoint_every,
+        "packing": "isolated",
     }

@@ -35,7 +35,7 @@ class ManifestSummary:
     sha256: str
     size_bytes: int
     trainable_parameters: int
-    final_loss: float | None = None
+    last_loss: float | None = None  # the latest step's, not the run's mean
 
     @classmethod
     def of(cls, manifest: Manifest) -> ManifestSummary:
@@ -45,7 +45,7 @@ class ManifestSummary:
             artifact.sha256,
             artifact.size_bytes,
             manifest.trainable_parameters,
-            manifest.final_loss,
+            manifest.last_loss,
         )
 
 
@@ -352,8 +352,8 @@ def _succeeded(
     if progress.get("totalSteps"):
         progress["step"] = progress["totalSteps"]
         progress["percent"] = 100
-    if m.final_loss is not None:
-        progress["loss"] = round(m.final_loss, 4)
+    if m.last_loss is not None:
+        progress["loss"] = round(m.last_loss, 4)
     progress.pop("etaSeconds", None)
     message = f"adapter written to {m.uri} ({m.size_bytes} bytes, sha256 {m.sha256[:12]})"
     return FineTuneJobDecision(
