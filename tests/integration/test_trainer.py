@@ -467,6 +467,33 @@ def run_eval(cluster: ClusterInfo, document: dict[str, Any], cache: Path) -> str
     return proc.stdout
 
 
+def test_batched_generation_answers_as_each_prompt_alone(tmp_path: Path) -> None:
+    """Left padding and the KV cache change nothing: prompts of different lengths,
+    generated together (and across batch boundaries), give the answers each gives
+    alone."""
+    from transformers import AutoModelForCausalLM
+
+    from tunegate_trainer import evaluate
+    from tunegate_trainer.modeling import load_tokenizer
+
+    directory = build_tiny_model(tmp_path / "model")
+    scorer = evaluate.Scorer(
+        AutoModelForCausalLM.from_pretrained(str(directory)), load_tokenizer(directory)
+    )
+    prompts = [f"What is the capital of {c}?" for c, _ in COUNTRIES[:5]]
+    prompts += ["Hi", "Tell me everything about the capital of Norway and of Peru, please."]
+    with torch.no_grad():
+        alone = [scorer.generate([prompt], 12)[0] for prompt in prompts]
+        batched = scorer.generate(prompts, 12)
+        evaluate.GENERATION_BATCH, before = 3, evaluate.GENERATION_BATCH
+        try:
+            split = scorer.generate(prompts, 12)
+        finally:
+            evaluate.GENERATION_BATCH = before
+    assert batched == alone == split
+    assert len(set(alone)) > 1  # the prompts do lead to different answers
+
+
 def test_eval_scores_base_and_candidate_on_the_same_items(
     cluster: ClusterInfo, s3: Any, tiny: str, tmp_path: Path
 ) -> None:
