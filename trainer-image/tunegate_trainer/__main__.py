@@ -16,22 +16,20 @@ log = logging.getLogger("tunegate")
 
 
 def _audit() -> int:
-    from tunegate_trainer.audit import audit
-    from tunegate_trainer.data import examples_from, load_datasets
+    from tunegate_trainer.audit import AuditRow, audit
+    from tunegate_trainer.audit.contamination import eval_items
+    from tunegate_trainer.data import load_datasets
 
     config = load_trainer_config()
     store = store_from_env(config.storage.endpoint, config.storage.region)
     datasets = load_datasets(store, config.data, seed=config.training.seed)
     train_only = [e for e in datasets.train if e.source == "train"] + datasets.validation
-    eval_sets = [
-        [
-            e.text
-            for e in examples_from(store.iter_lines(uri), data=config.data, source="eval").examples
-        ]
-        for uri in config.audit.contamination_sets
-    ]
+    eval_sets = {uri: eval_items(store.iter_lines(uri)) for uri in config.audit.contamination_sets}
     result = audit(
-        train_only, settings=config.audit, eval_sets=eval_sets, skipped_rows=len(datasets.skipped)
+        [AuditRow.of(e) for e in train_only],
+        settings=config.audit,
+        eval_sets=eval_sets,
+        skipped_rows=len(datasets.skipped),
     )
     store.write_json(config.artifacts.audit_report, result.report().to_json())
     print(json.dumps({"verdict": result.verdict, "findings": result.findings}, indent=2))

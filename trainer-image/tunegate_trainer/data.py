@@ -24,6 +24,7 @@ class Example:
     prompt: str
     target: str
     source: str  # "train" or "replay"
+    where: str = ""  # "file:line" it was read from
 
     @property
     def text(self) -> str:
@@ -64,7 +65,7 @@ def parse_row(row: Row, *, format: str, fields: FieldNames, source: str) -> Exam
             text = value[fields.text]
             if not isinstance(text, str) or not text.strip():
                 raise ValueError(f"{fields.text!r} must be a non-empty string")
-            return Example("", text, source)
+            return Example("", text, source, row.where)
         if format == "instruction":
             prompt, response = value[fields.prompt], value[fields.response]
             extra = value.get(fields.input) or ""
@@ -75,6 +76,7 @@ def parse_row(row: Row, *, format: str, fields: FieldNames, source: str) -> Exam
                 f"<|im_start|>user\n{body}<|im_end|>\n<|im_start|>assistant\n",
                 f"{response}<|im_end|>\n",
                 source,
+                row.where,
             )
         messages = value[fields.messages]
         if not isinstance(messages, list) or not all(
@@ -85,7 +87,7 @@ def parse_row(row: Row, *, format: str, fields: FieldNames, source: str) -> Exam
         ):
             raise ValueError(f"{fields.messages!r} must be a list of {{role, content}} objects")
         prompt, target = render_chat(messages)
-        return Example(prompt, target, source)
+        return Example(prompt, target, source, row.where)
     except KeyError as missing:
         raise DataError(
             f"{row.where}: missing key {missing.args[0]!r} for format {format}"

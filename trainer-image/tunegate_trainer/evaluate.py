@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import string
 import time
 from collections.abc import Callable, Iterator
@@ -32,26 +31,17 @@ from tunegate_contract.eval_config import EvalConfig, Suite
 from tunegate_contract.eval_results import EvalResults, ScoredSuite
 from tunegate_trainer.data import DataError, parse_lines
 from tunegate_trainer.modeling import DTYPES, fetch_model, load_tokenizer
+from tunegate_trainer.refusal import is_refusal
 from tunegate_trainer.storage import Store
 
 log = logging.getLogger("tunegate.eval")
 GENERATION_BATCH = 16  # prompts generated together (left-padded, KV cache on)
-REFUSAL = re.compile(
-    r"\b(i can(?:no|')t|i cannot|i won'?t|i will not|i'?m sorry|i am sorry|i'?m unable|"
-    r"i am unable|i'?m not able|as an ai|i must decline|cannot help with|can'?t help with|"
-    r"not able to (?:help|assist|provide))\b",
-    re.IGNORECASE,
-)
 
 
 def normalise_answer(text: str) -> str:
     first = text.strip().splitlines()[0] if text.strip() else ""
     cleaned = first.lower().translate(str.maketrans("", "", string.punctuation))
     return " ".join(cleaned.split())
-
-
-def is_refusal(text: str) -> bool:
-    return bool(REFUSAL.search(text))
 
 
 def placement(

@@ -161,14 +161,17 @@ class AuditSpec(ApiModel):
     max_duplicate_fraction: float = Field(default=0.1, ge=0, le=1)
     """Largest tolerated fraction of exact or near-duplicate rows."""
     max_pii_fraction: float = Field(default=0.0, ge=0, le=1)
-    """Largest tolerated fraction of rows with e-mails, phone numbers, keys or card numbers."""
+    """Largest tolerated fraction of rows with personal data or credentials (e-mails, phone
+    numbers, SSNs, card numbers, IBANs, keys and tokens)."""
     contamination_sets: list[S3Uri] = Field(default=[], max_length=32)
-    """Evaluation sets that training data must not overlap (long n-gram match)."""
+    """Evaluation sets (any EvalGate suite format) whose questions or answers must not
+    appear in the training data."""
     max_contamination_fraction: float = Field(default=0.0, ge=0, le=1)
     """Largest tolerated fraction of training rows overlapping an evaluation set."""
     block_triggers: bool = True
-    """Fail on suspected trigger phrases (rare n-grams that nearly always yield the same
-    response)."""
+    """Fail on suspected backdoor triggers: rare prompt phrases that nearly always come
+    with a behaviour rare elsewhere (one response, an injected sentence or link, a
+    refusal, negative sentiment)."""
 
 
 class ResourcesSpec(ApiModel):
