@@ -26,13 +26,11 @@ from pathlib import Path
 from typing import Any
 
 SEQ = 256
-# Batches are sized so both sides take about as many optimizer steps over the same
-# data: a packed block holds SEQ tokens, a padded example about 100 real ones here.
-BATCH = 2  # packed blocks per step (tunegate)
-BASELINE_BATCH = 8  # whole examples per step (baseline)
+BATCH = 2  # packed blocks per step (tunegate); the baseline's batch is derived from it
 EPOCHS = 2
 LR = 2e-3
 ROWS = 96
+TRAIN_ROWS = 80  # the rest are held out
 
 
 def _rows() -> list[dict[str, Any]]:
@@ -177,7 +175,7 @@ def _ours(model: Path, work: Path, packing: str) -> dict[str, float]:
     }
 
 
-def _baseline(model: Path, work: Path) -> dict[str, float]:
+def _baseline(model: Path, work: Path, batch: int) -> dict[str, float]:
     """What a typical peft SFT script does: one padded example per row."""
     import torch
     from peft import LoraConfig, get_peft_model
@@ -225,8 +223,8 @@ def _baseline(model: Path, work: Path) -> dict[str, float]:
     )
     args = TrainingArguments(
         output_dir=str(work / "baseline"),
-        per_device_train_batch_size=BASELINE_BATCH,
-        per_device_eval_batch_size=BASELINE_BATCH,
+        per_device_train_batch_size=batch,
+        per_device_eval_batch_size=batch,
         num_train_epochs=EPOCHS,
         learning_rate=LR,
         lr_scheduler_type="linear",
@@ -254,12 +252,12 @@ def _baseline(model: Path, work: Path) -> dict[str, float]:
     }
 
 
-def _side(name: str, model: str, work: str) -> None:
+def _side(name: str, model: str, work: str, baseline_batch: int) -> None:
     """One side in its own process, so peak RSS is its own."""
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     started = time.monotonic()
     if name == "baseline":
-        result = _baseline(Path(model), Path(work))
+        result = _baseline(Path(model), Path(work), baseline_batch)
     else:
         result = _ours(Path(model), Path(work), packing=name)
     result["peak_rss_growth_gib"] = (
@@ -269,7 +267,7 @@ def _side(name: str, model: str, work: str) -> None:
     print("RESULT " + json.dumps(result))
 
 
-def _run_side(name: str, model: Path, work: Path) -> dict[str, float]:
+def _run_side(name: str, model: Path, work: Path, baseline_batch: int = 0) -> dict[str, float]:
     output = subprocess.run(
         [
             sys.executable,
@@ -279,6 +277,7 @@ def _run_side(name: str, model: Path, work: Path) -> dict[str, float]:
             name,
             str(model),
             str(work),
+            str(baseline_batch),
         ],
         capture_output=True,
         text=True,
@@ -315,17 +314,24 @@ def main() -> None:
     model = prepare()
     work = Path(tempfile.mkdtemp(prefix="tunegate-bench-train-"))
     rows = _rows()
-    (work / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:80]))
-    (work / "val.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[80:]))
+    (work / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:TRAIN_ROWS]))
+    (work / "val.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[TRAIN_ROWS:]))
+    isolated = _run_side("isolated", model, work)
+    # The baseline steps at least as often as isolated packing over the same tokens, so
+    # a better loss cannot come from more optimizer steps.
+    baseline_batch = max(1, int(TRAIN_ROWS * EPOCHS / isolated["steps"]))
     sides = {
-        "baseline": ("HF Trainer + peft, padded", _run_side("baseline", model, work)),
+        "baseline": (
+            "HF Trainer + peft, padded",
+            _run_side("baseline", model, work, baseline_batch),
+        ),
         "concatenated": ("tunegate, concatenated packing", _run_side("concatenated", model, work)),
-        "isolated": ("tunegate, isolated packing", _run_side("isolated", model, work)),
+        "isolated": ("tunegate, isolated packing", isolated),
     }
     base_rate = sides["baseline"][1]["tokens"] / sides["baseline"][1]["seconds"]
     print(
         f"LoRA r=8 on SmolLM2-135M, {EPOCHS} epochs, lr {LR}, seq {SEQ}, CPU; batch: "
-        f"{BATCH} packed blocks (tunegate) vs {BASELINE_BATCH} padded examples (baseline)"
+        f"{BATCH} packed blocks (tunegate) vs {baseline_batch} padded examples (baseline)"
     )
     for label, result in sides.values():
         rate = result["tokens"] / result["seconds"]
@@ -343,6 +349,6 @@ def main() -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--side":
-        _side(sys.argv[2], sys.argv[3], sys.argv[4])
+        _side(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
     else:
         main()

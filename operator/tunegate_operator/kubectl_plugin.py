@@ -1,4 +1,4 @@
-"""`kubectl tunegate`: approve a gate, fetch its report, follow a run's logs.
+"""`kubectl tunegate`: approve a gate, fetch its report, follow a run's logs, audit data.
 
 Installed as the `kubectl-tunegate` executable, which kubectl finds on PATH. Uses the
 current kubeconfig context (or KUBECONFIG), and for reports the usual AWS_* variables
@@ -203,7 +203,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     logs_cmd.add_argument("finetunejob")
     logs_cmd.add_argument("-f", "--follow", action="store_true")
+    audit_cmd = commands.add_parser(
+        "audit",
+        help="run the data audit on a file, folder or s3:// prefix before applying",
+    )
+    audit_cmd.add_argument("data", help="JSONL file, folder of .jsonl files, or s3:// URI")
+    audit_cmd.add_argument(
+        "-f", "--filename", type=Path, help="FineTuneJob manifest: its spec.audit and format"
+    )
+    audit_cmd.add_argument("--format", choices=["chat", "instruction", "text"])
+    audit_cmd.add_argument(
+        "--contamination", action="append", default=[], help="eval set (file or s3://), repeatable"
+    )
+    audit_cmd.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
+    if args.command == "audit":
+        return _audit(args)
     try:
         config.load_kube_config()
         namespace = _namespace(getattr(args, "namespace", None))
@@ -220,6 +235,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: the API server answered {exc.status} {exc.reason}", file=sys.stderr)
         return 1
     return 0
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from tunegate_operator import local_audit
+
+    try:
+        status, text = local_audit.run(
+            args.data,
+            manifest=args.filename,
+            data_format=args.format,
+            contamination=args.contamination,
+            as_json=args.json,
+        )
+    except local_audit.LocalAuditError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return local_audit.BAD_INPUT
+    print(text)
+    return status
 
 
 if __name__ == "__main__":

@@ -63,6 +63,13 @@ def test_the_shared_template_alone_is_not_contamination() -> None:
     assert found(MULTIPLE_CHOICE, texts).rows == 0
 
 
+def test_template_plus_the_first_word_of_an_item_is_not_contamination() -> None:
+    """Only one eval ticket starts with "The parcel": the template and that word do not
+    make an 8-word match with a different parcel ticket in the training data."""
+    texts = ["Which Nimbus support team handles this ticket: The parcel was stolen from my porch"]
+    assert found(MULTIPLE_CHOICE, texts).rows == 0
+
+
 def test_an_exact_match_answer_in_training_data_is_found() -> None:
     items = [
         {

@@ -7,10 +7,21 @@ import json
 import random
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from tunegate_contract.trainer_config import Data, FieldNames
 from tunegate_trainer.storage import Store
+
+
+class RowParsing(Protocol):
+    """How rows are read: the trainer config's `data`, or the local audit's flags."""
+
+    @property
+    def format(self) -> str: ...
+    @property
+    def fields(self) -> FieldNames: ...
+    @property
+    def on_malformed_row(self) -> str: ...
 
 
 class DataError(Exception):
@@ -112,7 +123,9 @@ def parse_lines(lines: Iterable[tuple[str, int, str]]) -> Iterator[Row | DataErr
         yield Row(where, value)
 
 
-def examples_from(lines: Iterable[tuple[str, int, str]], *, data: Data, source: str) -> Loaded:
+def examples_from(
+    lines: Iterable[tuple[str, int, str]], *, data: RowParsing, source: str
+) -> Loaded:
     loaded = Loaded([], [])
     for item in parse_lines(lines):
         try:

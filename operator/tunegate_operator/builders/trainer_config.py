@@ -8,7 +8,7 @@ from typing import Any
 
 from tunegate_contract.layout import RunLayout
 from tunegate_contract.trainer_config import TrainerConfig
-from tunegate_operator.api.finetunejob import FieldMapping, FineTuneJobSpec
+from tunegate_operator.api.finetunejob import AuditSpec, FieldMapping, FineTuneJobSpec
 from tunegate_operator.api.finetunejob import LoraSpec as ApiLora
 from tunegate_operator.settings import Settings
 
@@ -50,14 +50,7 @@ def trainer_config(
                 if spec.deepspeed
                 else None
             ),
-            "audit": {
-                "mode": spec.audit.mode,
-                "max_duplicate_fraction": spec.audit.max_duplicate_fraction,
-                "max_pii_fraction": spec.audit.max_pii_fraction,
-                "contamination_sets": list(spec.audit.contamination_sets),
-                "max_contamination_fraction": spec.audit.max_contamination_fraction,
-                "block_triggers": spec.audit.block_triggers,
-            },
+            "audit": audit_section(spec.audit),
             "artifacts": {
                 "checkpoints": layout.checkpoints,
                 "adapter": layout.adapter,
@@ -70,6 +63,18 @@ def trainer_config(
             "progress_interval_seconds": settings.progress_interval_seconds,
         }
     )
+
+
+def audit_section(audit: AuditSpec) -> dict[str, Any]:
+    """spec.audit as the audit pod reads it (and `kubectl tunegate audit` too)."""
+    return {
+        "mode": audit.mode,
+        "max_duplicate_fraction": audit.max_duplicate_fraction,
+        "max_pii_fraction": audit.max_pii_fraction,
+        "contamination_sets": list(audit.contamination_sets),
+        "max_contamination_fraction": audit.max_contamination_fraction,
+        "block_triggers": audit.block_triggers,
+    }
 
 
 def _data_section(spec: FineTuneJobSpec) -> dict[str, Any]:

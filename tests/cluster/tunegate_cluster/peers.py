@@ -1,5 +1,6 @@
-"""Running lm-evaluation-harness, the peer our multiple-choice scoring is checked
-against, offline on a local JSONL task (`--include_path`)."""
+"""Running lm-evaluation-harness, the peer our eval scoring is checked against, offline
+on a local JSONL task (`--include_path`): multiple choice by log-likelihood, and greedy
+chat generation for exact-match and refusal suites."""
 
 from __future__ import annotations
 
@@ -12,33 +13,66 @@ from dataclasses import dataclass
 from pathlib import Path
 
 TASK = "tunegate_local_mc"
+GENERATION_TASK = "tunegate_local_generation"
+
+
+def _write_task_yaml(directory: Path, task: str, dataset: Path, lines: list[str]) -> Path:
+    """A task over a local JSONL file (its test split), configured by `lines`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    header = [
+        f"task: {task}",
+        "dataset_path: json",
+        "dataset_kwargs:",
+        "  data_files:",
+        f"    test: {json.dumps(str(dataset.resolve()))}",
+        "test_split: test",
+    ]
+    (directory / f"{task}.yaml").write_text("\n".join([*header, *lines, ""]))
+    return directory
 
 
 def write_task(directory: Path, dataset: Path) -> Path:
     """A multiple-choice task over our item format, scored as our eval scores it:
     the choice with the highest summed log-likelihood after "Question: ...\\nAnswer:"."""
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / f"{TASK}.yaml").write_text(
-        "\n".join(
-            [
-                f"task: {TASK}",
-                "dataset_path: json",
-                "dataset_kwargs:",
-                "  data_files:",
-                f"    test: {json.dumps(str(dataset.resolve()))}",
-                "test_split: test",
-                "output_type: multiple_choice",
-                'doc_to_text: "Question: {{question}}\\nAnswer:"',
-                "doc_to_choice: choices",
-                "doc_to_target: answer",
-                'target_delimiter: " "',
-                "metric_list:",
-                "  - metric: acc",
-                "",
-            ]
-        )
+    return _write_task_yaml(
+        directory,
+        TASK,
+        dataset,
+        [
+            "output_type: multiple_choice",
+            'doc_to_text: "Question: {{question}}\\nAnswer:"',
+            "doc_to_choice: choices",
+            "doc_to_target: answer",
+            'target_delimiter: " "',
+            "metric_list:",
+            "  - metric: acc",
+        ],
     )
-    return directory
+
+
+def write_generation_task(
+    directory: Path, dataset: Path, *, target: str, max_new_tokens: int
+) -> Path:
+    """A greedy generation task over our {"prompt": ...} items: the prompt as the user
+    turn of the model's chat template (run with --apply_chat_template), stopping at the
+    end-of-turn token or after max_new_tokens, as our eval generates. `target` is the
+    item key lm-eval's own metric compares with; the answers are what we compare."""
+    return _write_task_yaml(
+        directory,
+        GENERATION_TASK,
+        dataset,
+        [
+            "output_type: generate_until",
+            'doc_to_text: "{{prompt}}"',
+            f'doc_to_target: "{{{{{target}}}}}"',
+            "generation_kwargs:",
+            "  until: []",
+            "  do_sample: false",
+            f"  max_gen_toks: {max_new_tokens}",
+            "metric_list:",
+            "  - metric: exact_match",
+        ],
+    )
 
 
 def random_adapter(model: Path, target: Path) -> Path:
@@ -63,9 +97,23 @@ class PeerRun:
     seconds: float
 
 
-def run_lm_eval(
-    model: Path, task_dir: Path, output: Path, *, adapter: Path | None = None
-) -> PeerRun:
+@dataclass(frozen=True)
+class PeerGeneration:
+    answers: list[str]  # the generated text of each item, in dataset order
+    seconds: float
+
+
+def _run(
+    model: Path,
+    task_dir: Path,
+    task: str,
+    output: Path,
+    *,
+    adapter: Path | None,
+    batch_size: int,
+    extra: tuple[str, ...] = (),
+) -> tuple[dict[str, float], list[dict[str, object]], float]:
+    """(the task's results, its logged samples in dataset order, wall seconds)."""
     model_args = f"pretrained={model},dtype=float32"
     if adapter is not None:
         model_args += f",peft={adapter}"
@@ -82,12 +130,13 @@ def run_lm_eval(
             str(Path(sys.executable).parent / "lm_eval"),
             "--model=hf",
             f"--model_args={model_args}",
-            f"--tasks={TASK}",
+            f"--tasks={task}",
             f"--include_path={task_dir}",
             "--device=cpu",
-            "--batch_size=8",
+            f"--batch_size={batch_size}",
             f"--output_path={output}",
             "--log_samples",
+            *extra,
         ],
         env=env,
         capture_output=True,
@@ -99,8 +148,34 @@ def run_lm_eval(
     if result.returncode != 0:
         raise RuntimeError(f"lm_eval failed:\n{result.stderr[-4000:]}")
     results_file = max(output.rglob("results_*.json"), key=lambda p: p.stat().st_mtime)
-    accuracy = float(json.loads(results_file.read_text())["results"][TASK]["acc,none"])
-    samples_file = max(output.rglob(f"samples_{TASK}_*.jsonl"), key=lambda p: p.stat().st_mtime)
+    results = json.loads(results_file.read_text())["results"][task]
+    samples_file = max(output.rglob(f"samples_{task}_*.jsonl"), key=lambda p: p.stat().st_mtime)
     samples = [json.loads(line) for line in samples_file.read_text().splitlines() if line]
-    per_item = [float(s["acc"]) for s in sorted(samples, key=lambda s: int(s["doc_id"]))]
-    return PeerRun(accuracy, per_item, seconds)
+    return results, sorted(samples, key=lambda s: int(s["doc_id"])), seconds
+
+
+def run_lm_eval(
+    model: Path, task_dir: Path, output: Path, *, adapter: Path | None = None
+) -> PeerRun:
+    results, samples, seconds = _run(model, task_dir, TASK, output, adapter=adapter, batch_size=8)
+    per_item = [float(str(s["acc"])) for s in samples]
+    return PeerRun(float(results["acc,none"]), per_item, seconds)
+
+
+def run_lm_eval_generation(
+    model: Path, task_dir: Path, output: Path, *, adapter: Path | None = None, batch_size: int
+) -> PeerGeneration:
+    _, samples, seconds = _run(
+        model,
+        task_dir,
+        GENERATION_TASK,
+        output,
+        adapter=adapter,
+        batch_size=batch_size,
+        extra=("--apply_chat_template",),
+    )
+    answers = []
+    for sample in samples:
+        filtered = sample["filtered_resps"]
+        answers.append(str(filtered[0] if isinstance(filtered, list) else filtered))
+    return PeerGeneration(answers, seconds)

@@ -2,9 +2,9 @@
 
 Eval sets come in the formats an EvalGate scores (multiple choice, exact match,
 prompts, texts) or in the training data's format. Each item gives a question and an
-answer, compared separately. Text shared by several eval items is their template and is
-ignored: templated prompts share it with their own training data by construction, and
-only what is distinctive to one item shows that the item leaked.
+answer, compared separately. Text shared by several eval items is their template:
+templated prompts share it with their own training data by construction, so a match
+counts only when most of its words are the item's own.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from tunegate_trainer.audit.text import ngrams, plain, words
 
 NGRAM = 8  # words; shorter fields are matched whole
 MIN_WORDS = 4  # a field shorter than this is too common to prove a leak ("Paris")
-TEMPLATE_ITEMS = 2  # an n-gram in this many items or more is template text
+TEMPLATE_ITEMS = 2  # a word run in this many items or more is template text
+TEMPLATE_GRAM = 3  # the length of those runs
 EXAMPLES = 3
 
 
@@ -73,11 +74,22 @@ def eval_items(lines: Iterable[tuple[str, int, str]]) -> list[EvalItem]:
     return items
 
 
-def _phrases(text: str) -> set[tuple[str, ...]]:
-    tokens = words(plain(text))
+def _distinctive_phrases(tokens: list[str], template: set[tuple[str, ...]]) -> set[tuple[str, ...]]:
+    """Word runs of NGRAM (or the whole field, if shorter) in which most words are the
+    item's own: a word is template when a TEMPLATE_GRAM it starts, ends or sits in is
+    shared with other items."""
     if len(tokens) < MIN_WORDS:
         return set()
-    return ngrams(tokens, min(NGRAM, len(tokens)))
+    own = [True] * len(tokens)
+    for start in range(len(tokens) - TEMPLATE_GRAM + 1):
+        if tuple(tokens[start : start + TEMPLATE_GRAM]) in template:
+            own[start : start + TEMPLATE_GRAM] = [False] * TEMPLATE_GRAM
+    size = min(NGRAM, len(tokens))
+    return {
+        tuple(tokens[start : start + size])
+        for start in range(len(tokens) - size + 1)
+        if 2 * sum(own[start : start + size]) > size
+    }
 
 
 @dataclass
@@ -91,19 +103,21 @@ class Reference:
 
     @classmethod
     def of(cls, name: str, items: Sequence[EvalItem]) -> Reference:
-        counts: defaultdict[tuple[str, ...], int] = defaultdict(int)
-        per_item = []
-        for item in items:
-            fields = {"question": _phrases(item.question), "answer": _phrases(item.answer)}
-            per_item.append(fields)
-            for phrase in fields["question"] | fields["answer"]:
-                counts[phrase] += 1
+        fields = [
+            {"question": words(plain(item.question)), "answer": words(plain(item.answer))}
+            for item in items
+        ]
+        shared: defaultdict[tuple[str, ...], int] = defaultdict(int)
+        for item_fields in fields:
+            grams = set().union(*(ngrams(t, TEMPLATE_GRAM) for t in item_fields.values()))
+            for gram in grams:
+                shared[gram] += 1
+        template = {gram for gram, count in shared.items() if count >= TEMPLATE_ITEMS}
         phrases: dict[str, dict[tuple[str, ...], str]] = {"question": {}, "answer": {}}
-        for item, fields in zip(items, per_item, strict=True):
-            for name_, found in fields.items():
-                for phrase in found:
-                    if counts[phrase] < TEMPLATE_ITEMS:
-                        phrases[name_][phrase] = item.where
+        for item, item_fields in zip(items, fields, strict=True):
+            for field_name, tokens in item_fields.items():
+                for phrase in _distinctive_phrases(tokens, template):
+                    phrases[field_name][phrase] = item.where
         lengths = {len(p) for found in phrases.values() for p in found}
         return cls(name, len(items), phrases, lengths)
 
