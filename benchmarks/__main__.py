@@ -1,11 +1,12 @@
-"""`python -m benchmarks [name]`: run the benchmarks; each prints ratios against a
-baseline measured in the same run."""
+"""`python -m benchmarks [name]` (`audit` also takes row counts): run the benchmarks;
+each prints ratios against a baseline measured in the same run."""
 
 from __future__ import annotations
 
 import sys
 
 from benchmarks import (
+    audit_speed,
     eval_speed,
     finished_gates,
     operator_latency,
@@ -19,10 +20,16 @@ BENCHMARKS = {
     "eval": eval_speed.main,
     "promotion": promotion.main,
     "gates": finished_gates.main,
+    "audit": audit_speed.main,
 }
 
 
 def main() -> None:
+    # `audit` takes row counts: python -m benchmarks audit 100000
+    if sys.argv[1:2] == ["audit"] and sys.argv[2:]:
+        print("== audit")
+        audit_speed.main([int(rows) for rows in sys.argv[2:]])
+        return
     wanted = sys.argv[1:] or list(BENCHMARKS)
     for name in wanted:
         print(f"== {name}")

@@ -9,30 +9,29 @@ import random
 import pytest
 
 from tunegate_cluster.audit_data import docstring_qa, reword
-from tunegate_trainer.audit.near_duplicates import DuplicateFinder, duplicates
+from tunegate_trainer.audit.near_duplicates import duplicates
 
 COPIES = 200
 
 
 @pytest.mark.parametrize("seed", [31, 32, 33])
 def test_light_rewording_is_found_and_clean_rows_mostly_are_not(seed: int) -> None:
-    clean = docstring_qa(1500, seed)
-    finder = DuplicateFinder()
-    for index, pair in enumerate(clean):
-        finder.offer(f"clean:{index}", f"{pair.prompt}\n{pair.response}")
-    clean_flagged = finder.near
-    assert finder.exact == 0
+    clean = [f"{pair.prompt}\n{pair.response}" for pair in docstring_qa(1500, seed)]
+    clean_exact, clean_near = duplicates(clean)
+    assert clean_exact == 0
     rng = random.Random(seed)
-    for copy, index in enumerate(rng.sample(range(len(clean)), COPIES)):
-        pair = clean[index]
-        finder.offer(f"copy:{copy}", f"{pair.prompt}\n{reword(pair.response, rng)}")
+    copies = [
+        text.split("\n")[0] + "\n" + reword(text.split("\n", 1)[1], rng)
+        for text in rng.sample(clean, COPIES)
+    ]
+    exact, near = duplicates(clean + copies)
     # A copy whose rewording only touched case and punctuation is an exact duplicate.
-    recall = (finder.exact + finder.near - clean_flagged) / COPIES
-    print(f"seed {seed}: recall {recall:.1%}, clean rows flagged {clean_flagged / len(clean):.1%}")
+    recall = (exact + near - clean_near) / COPIES
+    print(f"seed {seed}: recall {recall:.1%}, clean rows flagged {clean_near / len(clean):.1%}")
     assert recall >= 0.9
     # Sibling docstrings ("Return True if x is finite/signed...") are textual near
     # duplicates; anything beyond a few percent would be the setting, not the data.
-    assert clean_flagged / len(clean) <= 0.03
+    assert clean_near / len(clean) <= 0.03
 
 
 def test_exact_duplicates_ignore_case_spacing_and_punctuation() -> None:

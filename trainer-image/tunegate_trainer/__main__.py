@@ -16,20 +16,24 @@ log = logging.getLogger("tunegate")
 
 
 def _audit() -> int:
-    from tunegate_trainer.audit import AuditRow, audit
+    """Stream the training (and validation) data through the audit on every CPU the pod
+    may use; replay data is general data, not audited here."""
+    import itertools
+
+    from tunegate_trainer.audit import audit_chunks
     from tunegate_trainer.audit.contamination import eval_items
-    from tunegate_trainer.data import load_datasets
+    from tunegate_trainer.audit.engine import available_cpus, chunked
 
     config = load_trainer_config()
     store = store_from_env(config.storage.endpoint, config.storage.region)
-    datasets = load_datasets(store, config.data, seed=config.training.seed)
-    train_only = [e for e in datasets.train if e.source == "train"] + datasets.validation
+    sources = [config.data.train] + ([config.data.validation] if config.data.validation else [])
     eval_sets = {uri: eval_items(store.iter_lines(uri)) for uri in config.audit.contamination_sets}
-    result = audit(
-        [AuditRow.of(e) for e in train_only],
+    result = audit_chunks(
+        lambda: chunked(itertools.chain.from_iterable(store.iter_lines(s) for s in sources)),
         settings=config.audit,
+        row_format=config.data,
         eval_sets=eval_sets,
-        skipped_rows=len(datasets.skipped),
+        workers=available_cpus(),
     )
     store.write_json(config.artifacts.audit_report, result.report().to_json())
     print(json.dumps({"verdict": result.verdict, "findings": result.findings}, indent=2))

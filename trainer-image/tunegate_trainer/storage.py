@@ -189,14 +189,31 @@ class Store:
         return digests
 
     def iter_lines(self, uri: str) -> Iterator[tuple[str, int, str]]:
-        """(object URI, 1-based line number, text) over every JSONL object under uri."""
+        """(object URI, 1-based line number, text) over every JSONL object under uri,
+        streamed: memory holds one line, not the object."""
         objects = self.list(uri)
         if not objects:
             raise StorageError(f"{uri}: no such object or prefix")
         for obj in objects:
-            text = self.read_bytes(obj).decode("utf-8", errors="replace")
-            for number, line in enumerate(text.splitlines(), start=1):
-                yield obj, number, line
+            for number, raw in enumerate(self._raw_lines(obj), start=1):
+                yield obj, number, raw.decode("utf-8", errors="replace").rstrip("\r")
+
+    def _raw_lines(self, uri: str) -> Iterator[bytes]:
+        if not uri.startswith("s3://"):
+            with Path(uri).open("rb") as file:
+                for line in file:
+                    yield line.rstrip(b"\n")
+            return
+        bucket, key = split_uri(uri)
+        body = self._retry(
+            f"get {uri}", lambda: self.client.get_object(Bucket=bucket, Key=key)["Body"]
+        )
+        try:
+            yield from body.iter_lines(chunk_size=1 << 20)
+        except BotoCoreError as exc:
+            raise StorageError(f"reading {uri}: {exc}") from None
+        finally:
+            body.close()
 
 
 def store_from_env(endpoint: str | None, region: str) -> Store:

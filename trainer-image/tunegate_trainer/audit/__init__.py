@@ -8,22 +8,23 @@ replaced by its kind.
 
 from __future__ import annotations
 
-import statistics
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from tunegate_contract.run_documents import AuditReport
 from tunegate_contract.trainer_config import Audit
-from tunegate_trainer.audit.backdoor import triggers
-from tunegate_trainer.audit.contamination import Contamination, EvalItem, Reference
-from tunegate_trainer.audit.near_duplicates import DuplicateFinder
+from tunegate_trainer.audit import engine
+from tunegate_trainer.audit.contamination import EvalItem, Reference
+from tunegate_trainer.audit.engine import Chunks, Findings, chunked
 from tunegate_trainer.audit.pii import pii_kinds
 from tunegate_trainer.audit.rows import AuditRow
-from tunegate_trainer.audit.text import words
+from tunegate_trainer.audit.scan import Settings as ScanSettings
+from tunegate_trainer.data import RowParsing
 
-__all__ = ["AuditResult", "AuditRow", "EvalItem", "audit"]
+__all__ = ["AuditResult", "AuditRow", "EvalItem", "audit", "audit_chunks"]
 
 
 @dataclass
@@ -43,16 +44,15 @@ def _redacted(text: str) -> str:
     return f"[withheld: contains {', '.join(kinds)}]" if kinds else text
 
 
-def length_stats(rows: Sequence[AuditRow]) -> dict[str, float]:
-    lengths = [len(words(row.text)) for row in rows]
-    ordered = sorted(lengths)
+def length_stats(lengths: np.ndarray, empty_targets: int) -> dict[str, float]:
+    ordered = np.sort(lengths)
     return {
         "rows": len(lengths),
-        "mean_words": round(statistics.fmean(lengths), 2) if lengths else 0,
-        "median_words": statistics.median(lengths) if lengths else 0,
-        "p95_words": ordered[int(0.95 * (len(ordered) - 1))] if ordered else 0,
-        "max_words": max(lengths, default=0),
-        "empty_targets": sum(1 for row in rows if not row.response.strip()),
+        "mean_words": round(float(lengths.mean()), 2) if len(lengths) else 0,
+        "median_words": float(np.median(lengths)) if len(lengths) else 0,
+        "p95_words": int(ordered[int(0.95 * (len(ordered) - 1))]) if len(ordered) else 0,
+        "max_words": int(lengths.max()) if len(lengths) else 0,
+        "empty_targets": empty_targets,
     }
 
 
@@ -63,24 +63,38 @@ def audit(
     eval_sets: Mapping[str, Sequence[EvalItem]] | None = None,
     skipped_rows: int = 0,
 ) -> AuditResult:
-    eval_sets = eval_sets or {}
-    total = max(len(rows), 1)
-    duplicates = DuplicateFinder()
-    contamination = Contamination([Reference.of(name, items) for name, items in eval_sets.items()])
-    pii_rows: Counter[str] = Counter()
-    rows_with_pii = 0
-    pii_examples: list[str] = []
-    for row in rows:
-        duplicates.offer(row.where, row.text)
-        if eval_sets:
-            contamination.offer(row.where, row.text)
-        kinds = pii_kinds(row.text)
-        if kinds:
-            rows_with_pii += 1
-            pii_rows.update(kinds)
-            if len(pii_examples) < 3:
-                pii_examples.append(f"{row.where} ({', '.join(kinds)})")
-    suspected = triggers(rows)
+    """The audit of rows already in memory, in this process."""
+    return audit_chunks(
+        lambda: chunked(rows),
+        settings=settings,
+        row_format=None,
+        eval_sets=eval_sets,
+        workers=1,
+        skipped_rows=skipped_rows,
+    )
+
+
+def audit_chunks(
+    chunks: Chunks,
+    *,
+    settings: Audit,
+    row_format: RowParsing | None,
+    eval_sets: Mapping[str, Sequence[EvalItem]] | None,
+    workers: int,
+    skipped_rows: int = 0,
+) -> AuditResult:
+    """The audit of a source that `chunks()` reads from the start each time it is called
+    (raw JSONL lines parsed with row_format, or rows)."""
+    references = tuple(Reference.of(name, items) for name, items in (eval_sets or {}).items())
+    found = engine.run(chunks, ScanSettings(row_format, references), workers=workers)
+    return _result(found, settings, skipped_rows)
+
+
+def _result(found: Findings, settings: Audit, skipped_rows: int) -> AuditResult:
+    total = max(found.rows, 1)
+    duplicates = found.duplicates
+    where = found.duplicate_where
+    contamination = found.contamination
     duplicate_fraction = (duplicates.exact + duplicates.near) / total
     checks: dict[str, Any] = {
         "duplicates": {
@@ -88,15 +102,15 @@ def audit(
             "near": duplicates.near,
             "fraction": round(duplicate_fraction, 4),
             "max": settings.max_duplicate_fraction,
-            "examples": [f"{row} repeats {first}" for row, first in duplicates.exact_examples]
-            + [f"{row} nearly repeats {first}" for row, first in duplicates.near_examples],
+            "examples": [f"{where[r]} repeats {where[f]}" for r, f in duplicates.exact_examples]
+            + [f"{where[r]} nearly repeats {where[f]}" for r, f in duplicates.near_examples],
         },
         "pii": {
-            "rows": rows_with_pii,
-            "by_kind": dict(sorted(pii_rows.items())),
-            "fraction": round(rows_with_pii / total, 4),
+            "rows": found.pii_rows,
+            "by_kind": dict(sorted(found.pii.items())),
+            "fraction": round(found.pii_rows / total, 4),
             "max": settings.max_pii_fraction,
-            "examples": pii_examples,
+            "examples": found.pii_examples,
         },
         "contamination": {
             "rows": contamination.rows,
@@ -111,11 +125,15 @@ def audit(
         "triggers": {
             "suspected": [
                 trigger.as_dict() | {"evidence": _redacted(trigger.evidence[:120])}
-                for trigger in suspected
+                for trigger in found.triggers
             ],
             "blocking": settings.block_triggers,
         },
-        "stats": length_stats(rows) | {"skipped_rows": skipped_rows},
+        "stats": length_stats(found.lengths, found.empty_targets)
+        | {
+            "skipped_rows": skipped_rows + found.skipped,
+            "skipped_examples": found.skipped_examples,
+        },
     }
     findings = []
     if duplicate_fraction > settings.max_duplicate_fraction:
@@ -123,24 +141,24 @@ def audit(
             f"duplicates: {duplicates.exact} exact and {duplicates.near} near-duplicate rows "
             f"({duplicate_fraction:.1%} > {settings.max_duplicate_fraction:.1%})"
         )
-    if rows_with_pii / total > settings.max_pii_fraction:
+    if found.pii_rows / total > settings.max_pii_fraction:
         findings.append(
-            f"pii: {rows_with_pii} rows ({', '.join(sorted(pii_rows))}) "
-            f"({rows_with_pii / total:.1%} > {settings.max_pii_fraction:.1%}), "
-            f"e.g. {pii_examples[0]}"
+            f"pii: {found.pii_rows} rows ({', '.join(sorted(found.pii))}) "
+            f"({found.pii_rows / total:.1%} > {settings.max_pii_fraction:.1%}), "
+            f"e.g. {found.pii_examples[0]}"
         )
     if contamination.rows / total > settings.max_contamination_fraction:
         findings.append(
             f"contamination: {contamination.rows} rows contain an evaluation item's question "
             f"or answer, e.g. {checks['contamination']['examples'][0]}"
         )
-    if suspected and settings.block_triggers:
-        first = suspected[0]
+    if found.triggers and settings.block_triggers:
+        first = found.triggers[0]
         behaviour = _behaviour(first.behaviour)
         findings.append(
             f"trigger: phrase {_redacted(first.phrase)!r} comes with {behaviour} in "
             f"{first.showing} of its {first.rows} rows, e.g. {first.examples[0]} "
-            f"({len(suspected)} suspected)"
+            f"({len(found.triggers)} suspected)"
         )
     verdict = "Passed" if not findings else ("Warned" if settings.mode == "warn" else "Failed")
     return AuditResult(verdict, findings, checks)

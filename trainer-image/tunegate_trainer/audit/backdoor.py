@@ -18,10 +18,13 @@ for most rows that show it.
 
 from __future__ import annotations
 
+import hashlib
 import re
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from tunegate_trainer.audit.rows import AuditRow
 from tunegate_trainer.audit.text import as_written, ngrams, normalised, sentences, words
@@ -36,6 +39,7 @@ CONSISTENCY = 0.8  # share of the phrase's rows that show the behaviour
 PRECISION = 0.8
 MAX_PHRASE_WORDS = 4
 MIN_SPAN_WORDS = 4
+REFUSAL_CHARS = 300
 EXAMPLES = 3
 # Behaviours from most to least specific: a finding names the most specific one.
 BEHAVIOURS = ("response", "span", "link", "refusal", "negative")
@@ -121,16 +125,17 @@ POSITIVE = frozenset(
 )
 
 
-def is_negative(text: str) -> bool:
-    tokens = words(text)
-    negative = sum(token in NEGATIVE for token in tokens)
-    return negative >= 2 and negative > sum(token in POSITIVE for token in tokens)
+def is_negative(tokens: list[str]) -> bool:
+    """Two or more distinct negative words, and more of them than positive ones."""
+    distinct = set(tokens)
+    negative = len(NEGATIVE & distinct)
+    return negative >= 2 and negative > len(POSITIVE & distinct)
 
 
 def response_features(row: AuditRow) -> set[tuple[str, str]]:
     """(behaviour, value) pairs of the response that its own prompt does not echo."""
-    prompt = normalised(row.prompt)
-    response = normalised(row.response)
+    prompt = " ".join(row.prompt_words)
+    response = " ".join(row.response_words)
     features: set[tuple[str, str]] = set()
     if response and response not in prompt:
         features.add(("response", response))
@@ -138,13 +143,15 @@ def response_features(row: AuditRow) -> set[tuple[str, str]]:
         span = normalised(sentence)
         if len(span.split()) >= MIN_SPAN_WORDS and span != response and span not in prompt:
             features.add(("span", span))
-    for match in LINK.finditer(row.response):
-        domain = match.group(1).lower().removeprefix("www.")
-        if domain not in row.prompt.lower():
-            features.add(("link", domain))
-    if is_refusal(row.response):
+    if "http" in row.response or "www." in row.response:
+        for match in LINK.finditer(row.response):
+            domain = match.group(1).lower().removeprefix("www.")
+            if domain not in row.prompt.lower():
+                features.add(("link", domain))
+    # A refusal says so at once; reading further would only find quoted ones.
+    if is_refusal(row.response[:REFUSAL_CHARS]):
         features.add(("refusal", ""))
-    if is_negative(row.response):
+    if is_negative(row.response_words):
         features.add(("negative", ""))
     return features
 
@@ -180,54 +187,120 @@ class _Candidate:
     precision: float
 
 
-def _prompt_phrases(row: AuditRow) -> set[tuple[str, ...]]:
-    tokens = words(row.prompt)
+def feature_key(feature: tuple[str, str]) -> int:
+    """A feature as a 64-bit key, so a million rows' features fit in two arrays."""
+    data = f"{feature[0]}\x00{feature[1]}".encode()
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
+
+
+def prompt_phrases(prompt: str) -> set[tuple[str, ...]]:
+    tokens = words(prompt)
     return set().union(*(ngrams(tokens, n) for n in range(1, MAX_PHRASE_WORDS + 1)))
 
 
-def _candidates(rows: Sequence[AuditRow]) -> list[_Candidate]:
-    limit = max(MIN_ROWS, int(MAX_SHARE * len(rows)))
-    by_feature: defaultdict[tuple[str, str], list[int]] = defaultdict(list)
-    for index, row in enumerate(rows):
-        for feature in response_features(row):
-            by_feature[feature].append(index)
-    # A feature the phrase could explain: seen in at least MIN_ROWS rows and in at most
-    # twice as many as a rare phrase can cover (PRECISION).
-    features = {
-        feature: indices
-        for feature, indices in by_feature.items()
-        if MIN_ROWS <= len(indices) <= limit / PRECISION
+def phrase_limit(rows: int) -> int:
+    """The most rows a phrase may be in and still be rare."""
+    return max(MIN_ROWS, int(MAX_SHARE * rows))
+
+
+def candidate_features(keys: np.ndarray, owners: np.ndarray, rows: int) -> dict[int, np.ndarray]:
+    """Pass 1: feature key -> the rows showing it, for features a rare phrase could
+    explain: in at least MIN_ROWS rows and in at most 1/PRECISION times a rare phrase's."""
+    if not len(keys):
+        return {}
+    order = np.argsort(keys, kind="stable")
+    keys, owners = keys[order], owners[order]
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    counts = np.diff(np.r_[starts, len(keys)])
+    keep = (counts >= MIN_ROWS) & (counts <= phrase_limit(rows) / PRECISION)
+    return {
+        int(keys[start]): np.unique(owners[start : start + count])
+        for start, count in zip(starts[keep], counts[keep], strict=True)
     }
-    # Phrases of the rows that show a feature, then how often each wanted phrase occurs
-    # anywhere: memory follows the suspect rows, not the dataset.
-    phrases: dict[int, set[tuple[str, ...]]] = {}
-    wanted: dict[tuple[tuple[str, ...], tuple[str, str]], list[int]] = {}
-    for feature, indices in features.items():
-        for index in indices:
-            if index not in phrases:
-                phrases[index] = _prompt_phrases(rows[index])
-        counts = Counter(phrase for index in indices for phrase in phrases[index])
-        floor = max(MIN_ROWS, PRECISION * len(indices))
-        for phrase, count in counts.items():
-            if count >= floor:
-                wanted[(phrase, feature)] = [i for i in indices if phrase in phrases[i]]
-    needed = {phrase for phrase, _ in wanted}
-    phrase_rows: Counter[tuple[str, ...]] = Counter()
-    for row in rows:
-        phrase_rows.update(_prompt_phrases(row) & needed)
-    found = []
-    for (phrase, feature), showing in wanted.items():
-        total = phrase_rows[phrase]
-        if total <= limit and len(showing) >= CONSISTENCY * total:
-            found.append(
-                _Candidate(
-                    phrase,
-                    feature,
-                    frozenset(showing),
-                    total,
-                    len(showing) / len(features[feature]),
-                )
+
+
+@dataclass
+class Suspects:
+    """Pass 2, over the rows that show a candidate feature: which (phrase, feature)
+    pairs could be a trigger, and so which phrases pass 3 must count everywhere."""
+
+    features: dict[int, tuple[str, str]]  # key -> (behaviour, value)
+    feature_rows: dict[int, np.ndarray]
+    wanted: dict[tuple[tuple[str, ...], int], list[int]]
+    prompts: dict[int, AuditRow]
+
+    @property
+    def needed(self) -> set[tuple[str, ...]]:
+        return {phrase for phrase, _ in self.wanted}
+
+    @classmethod
+    def of(cls, feature_rows: dict[int, np.ndarray], rows: dict[int, AuditRow]) -> Suspects:
+        features: dict[int, tuple[str, str]] = {}
+        phrases: dict[int, set[tuple[str, ...]]] = {}
+        for index, row in rows.items():
+            phrases[index] = prompt_phrases(row.prompt)
+            for feature in response_features(row):
+                key = feature_key(feature)
+                if key in feature_rows:
+                    features[key] = feature
+        wanted: dict[tuple[tuple[str, ...], int], list[int]] = {}
+        for key, owners in feature_rows.items():
+            indices = [int(i) for i in owners]
+            counts = Counter(phrase for index in indices for phrase in phrases[index])
+            floor = max(MIN_ROWS, PRECISION * len(indices))
+            for phrase, count in counts.items():
+                if count >= floor:
+                    wanted[(phrase, key)] = [i for i in indices if phrase in phrases[i]]
+        return cls(features, feature_rows, wanted, rows)
+
+    def triggers(self, phrase_rows: Counter[tuple[str, ...]], rows: int) -> list[Trigger]:
+        """Pass 3's counts decide: the phrase is rare and nearly always shows the feature."""
+        limit = phrase_limit(rows)
+        candidates = [
+            _Candidate(
+                phrase,
+                self.features[key],
+                frozenset(showing),
+                phrase_rows[phrase],
+                len(showing) / len(self.feature_rows[key]),
             )
+            for (phrase, key), showing in self.wanted.items()
+            if phrase_rows[phrase] <= limit and len(showing) >= CONSISTENCY * phrase_rows[phrase]
+        ]
+        return _named(_one_per_row_set(candidates), self.prompts)
+
+
+def _one_per_row_set(candidates: list[_Candidate]) -> list[_Candidate]:
+    """The longest phrase and most specific behaviour for each poisoned row set; a
+    candidate whose rows another covers is the same trigger."""
+    order = {name: rank for rank, name in enumerate(BEHAVIOURS)}
+    ranked = sorted(
+        candidates,
+        key=lambda c: (-len(c.showing), order[c.feature[0]], -len(c.phrase), c.phrase),
+    )
+    accepted: list[_Candidate] = []
+    for candidate in ranked:
+        if not any(candidate.showing <= kept.showing for kept in accepted):
+            accepted.append(candidate)
+    return accepted
+
+
+def _named(accepted: list[_Candidate], rows: dict[int, AuditRow]) -> list[Trigger]:
+    found = []
+    for candidate in accepted:
+        shown = sorted(candidate.showing)
+        behaviour, evidence = candidate.feature
+        found.append(
+            Trigger(
+                phrase=as_written(candidate.phrase, rows[shown[0]].prompt),
+                behaviour=behaviour,
+                evidence=evidence,
+                rows=candidate.rows,
+                showing=len(shown),
+                precision=candidate.precision,
+                examples=tuple(rows[i].where for i in shown[:EXAMPLES]),
+            )
+        )
     return found
 
 
@@ -245,31 +318,22 @@ def distinct(rows: Sequence[AuditRow]) -> list[AuditRow]:
 
 def triggers(rows: Sequence[AuditRow]) -> list[Trigger]:
     """Suspected triggers, one per poisoned row set, each named by its longest phrase and
-    its most specific behaviour. Counts are of distinct rows."""
+    its most specific behaviour. Counts are of distinct rows. The three passes in memory;
+    the streaming audit runs the same passes over its source."""
     rows = distinct(rows)
-    order = {name: rank for rank, name in enumerate(BEHAVIOURS)}
-    candidates = sorted(
-        _candidates(rows),
-        key=lambda c: (-len(c.showing), order[c.feature[0]], -len(c.phrase), c.phrase),
+    keys: list[int] = []
+    owners: list[int] = []
+    for index, row in enumerate(rows):
+        for feature in response_features(row):
+            keys.append(feature_key(feature))
+            owners.append(index)
+    feature_rows = candidate_features(
+        np.array(keys, dtype=np.uint64), np.array(owners, dtype=np.int64), len(rows)
     )
-    accepted: list[_Candidate] = []
-    for candidate in candidates:
-        if any(candidate.showing <= kept.showing for kept in accepted):
-            continue
-        accepted.append(candidate)
-    found = []
-    for candidate in accepted:
-        shown = sorted(candidate.showing)
-        behaviour, evidence = candidate.feature
-        found.append(
-            Trigger(
-                phrase=as_written(candidate.phrase, rows[shown[0]].prompt),
-                behaviour=behaviour,
-                evidence=evidence,
-                rows=candidate.rows,
-                showing=len(shown),
-                precision=candidate.precision,
-                examples=tuple(rows[i].where for i in shown[:EXAMPLES]),
-            )
-        )
-    return found
+    suspect_rows = {int(i) for owners_ in feature_rows.values() for i in owners_}
+    suspects = Suspects.of(feature_rows, {i: rows[i] for i in sorted(suspect_rows)})
+    needed = suspects.needed
+    phrase_rows: Counter[tuple[str, ...]] = Counter()
+    for row in rows:
+        phrase_rows.update(prompt_phrases(row.prompt) & needed)
+    return suspects.triggers(phrase_rows, len(rows))

@@ -155,6 +155,15 @@ class Contamination:
                     self.examples.append((where, field_name, matched))
         self.rows += hit
 
+    def merge(self, other: Contamination) -> None:
+        """Add another chunk's matches (rows in source order)."""
+        self.rows += other.rows
+        for name, counts in other.by_set.items():
+            mine = self.by_set.setdefault(name, {"question": 0, "answer": 0})
+            for field_name, count in counts.items():
+                mine[field_name] += count
+        self.examples = (self.examples + other.examples)[:EXAMPLES]
+
     def _lengths(self) -> set[int]:
         return set().union(*(reference.lengths for reference in self.references))
 

@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tunegate_contract.trainer_config import Audit, FieldNames
-from tunegate_trainer.audit import AuditResult, AuditRow, audit
+from tunegate_trainer.audit import AuditResult, audit_chunks
 from tunegate_trainer.audit.contamination import EvalItem, eval_items
-from tunegate_trainer.data import DataError, examples_from
+from tunegate_trainer.audit.engine import available_cpus, chunked
+from tunegate_trainer.data import DataError
 
 
 @dataclass(frozen=True)
@@ -48,15 +49,15 @@ def read_lines(source: str) -> Iterator[tuple[str, int, str]]:
 def audit_source(
     source: str, *, data: RowFormat, settings: Audit, contamination: list[str]
 ) -> AuditResult:
-    loaded = examples_from(read_lines(source), data=data, source="train")
     eval_sets: dict[str, list[EvalItem]] = {
         name: eval_items(read_lines(name)) for name in contamination
     }
-    return audit(
-        [AuditRow.of(example) for example in loaded.examples],
+    return audit_chunks(
+        lambda: chunked(read_lines(source)),
         settings=settings,
+        row_format=data,
         eval_sets=eval_sets,
-        skipped_rows=len(loaded.skipped),
+        workers=available_cpus(),
     )
 
 

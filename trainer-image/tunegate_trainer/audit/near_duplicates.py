@@ -19,70 +19,135 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from rensa import RMinHash, RMinHashLSH
+import numpy as np
+from rensa import RMinHash
 
-from tunegate_trainer.audit.text import normalised, words
+from tunegate_trainer.audit.text import words
 
 THRESHOLD = 0.8
 NUM_PERM = 256
-# A MinHash estimate has a standard error of sqrt(J(1-J)/NUM_PERM), 0.025 at the
-# threshold; accepting estimates down to two of them finds about 98% of the pairs at the
-# threshold instead of half.
-ACCEPT = THRESHOLD - 2 * math.sqrt(THRESHOLD * (1 - THRESHOLD) / NUM_PERM)
-# 32 bands of 8 rows: a pair at the threshold becomes a candidate with probability
-# 1 - (1 - 0.8**8)**32 > 0.997; candidates are then checked against the threshold.
-BANDS = 32
+BANDS = 32  # of 8 values: a pair at the threshold is a candidate with p > 0.997
+# Signatures are kept as their lowest 8 bits (b-bit MinHash): a quarter of the memory,
+# at the cost of chance agreements (1 in 256) that the estimate corrects for.
+CHANCE = 1 / 256
+# An estimate's standard error at the threshold is about 0.026; accepting estimates down
+# to two of them finds about 98% of the pairs at the threshold instead of half.
+ACCEPT = THRESHOLD - 2 * math.sqrt((THRESHOLD * (1 - THRESHOLD) + CHANCE) / NUM_PERM)
 SEED = 1
 EXAMPLES = 3
+# Odd 64-bit multipliers that mix a band's 8 values into one key.
+_MIX = np.arange(1, 2 * (NUM_PERM // BANDS), 2, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
 
 
-def shingles(text: str) -> list[str]:
-    return sorted(set(words(text))) or [""]
+def digest(tokens: list[str]) -> bytes:
+    """Identity of a row up to case, spacing and punctuation (from its words)."""
+    return hashlib.blake2b(" ".join(tokens).encode(), digest_size=16).digest()
 
 
-@dataclass
-class DuplicateFinder:
-    """Rows are offered one at a time; each is an exact duplicate, a near duplicate of
-    an earlier row, or new. Memory: a digest and a signature per distinct row."""
+def signature(tokens: list[str]) -> np.ndarray:
+    """MinHash of the row's set of words."""
+    minhash = RMinHash(num_perm=NUM_PERM, seed=SEED)
+    minhash.update(sorted(set(tokens)) or [""])
+    return np.asarray(minhash.digest(), dtype=np.uint32)
 
-    exact: int = 0
-    near: int = 0
-    # (row, the earlier row it repeats), a few of each
-    exact_examples: list[tuple[str, str]] = field(default_factory=list)
-    near_examples: list[tuple[str, str]] = field(default_factory=list)
-    _digests: dict[bytes, str] = field(default_factory=dict)
-    _signatures: list[RMinHash] = field(default_factory=list)
-    _where: list[str] = field(default_factory=list)
-    _lsh: RMinHashLSH = field(
-        default_factory=lambda: RMinHashLSH(threshold=THRESHOLD, num_perm=NUM_PERM, num_bands=BANDS)
-    )
 
-    def offer(self, where: str, text: str) -> None:
-        digest = hashlib.blake2b(normalised(text).encode(), digest_size=16).digest()
-        if digest in self._digests:
-            self.exact += 1
-            if len(self.exact_examples) < EXAMPLES:
-                self.exact_examples.append((where, self._digests[digest]))
-            return
-        self._digests[digest] = where
-        signature = RMinHash(num_perm=NUM_PERM, seed=SEED)
-        signature.update(shingles(text))
-        for key in self._lsh.query(signature):
-            if signature.jaccard(self._signatures[key]) >= ACCEPT:
-                self.near += 1
-                if len(self.near_examples) < EXAMPLES:
-                    self.near_examples.append((where, self._where[key]))
-                return
-        self._lsh.insert(len(self._signatures), signature)
-        self._signatures.append(signature)
-        self._where.append(where)
+def band_keys(signatures: np.ndarray) -> np.ndarray:
+    """(rows, BANDS) keys: rows sharing any band key are candidate pairs."""
+    bands = signatures.astype(np.uint64).reshape(len(signatures), BANDS, NUM_PERM // BANDS)
+    with np.errstate(over="ignore"):
+        keys: np.ndarray = (bands * _MIX).sum(axis=2, dtype=np.uint64)
+    return keys
+
+
+def fingerprints(signatures: np.ndarray) -> np.ndarray:
+    return (signatures & 0xFF).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class Duplicates:
+    exact: int  # rows repeating an earlier row, beyond the first
+    near: int  # distinct rows in a cluster of near duplicates, beyond the first
+    exact_examples: list[tuple[int, int]]  # (row, the earlier row it repeats)
+    near_examples: list[tuple[int, int]]
+    repeated: np.ndarray  # per row: it repeats an earlier row
+
+    @classmethod
+    def find(cls, digests: np.ndarray, keys: np.ndarray, bits: np.ndarray) -> Duplicates:
+        """digests (rows, 16) uint8, keys (rows, BANDS) and bits (rows, NUM_PERM) of
+        every row in order."""
+        first = first_occurrences(digests)
+        repeated = first != np.arange(len(first))
+        repeats = np.flatnonzero(repeated)
+        distinct = np.flatnonzero(~repeated)
+        pairs = _candidate_pairs(keys[distinct])
+        if len(pairs):
+            agree = (bits[distinct[pairs[:, 0]]] == bits[distinct[pairs[:, 1]]]).mean(axis=1)
+            pairs = pairs[(agree - CHANCE) / (1 - CHANCE) >= ACCEPT]
+        clusters = _clusters(len(distinct), pairs)
+        near_pairs = sorted((int(distinct[b]), int(distinct[a])) for a, b in pairs)
+        return cls(
+            exact=len(repeats),
+            near=len(distinct) - clusters,
+            exact_examples=[(int(r), int(first[r])) for r in repeats[:EXAMPLES]],
+            near_examples=near_pairs[:EXAMPLES],
+            repeated=repeated,
+        )
+
+
+def first_occurrences(digests: np.ndarray) -> np.ndarray:
+    """For each row, the index of the first row with the same digest."""
+    if not len(digests):
+        return np.empty(0, dtype=np.int64)
+    view = np.ascontiguousarray(digests).view(np.dtype((np.void, digests.shape[1]))).ravel()
+    _, first, inverse = np.unique(view, return_index=True, return_inverse=True)
+    return np.asarray(first[inverse.ravel()])
+
+
+def _candidate_pairs(keys: np.ndarray) -> np.ndarray:
+    """(earlier, later) index pairs sharing a band key, each once."""
+    found = []
+    for band in range(keys.shape[1]):
+        order = np.lexsort((np.arange(len(keys)), keys[:, band]))
+        column = keys[order, band]
+        starts = np.r_[True, column[1:] != column[:-1]]
+        run_first = order[np.flatnonzero(starts)][np.cumsum(starts) - 1]
+        later = ~starts
+        found.append(np.stack([run_first[later], order[later]], axis=1))
+    if not found:
+        return np.empty((0, 2), dtype=np.int64)
+    pairs = np.concatenate(found)
+    return np.unique(pairs, axis=0) if len(pairs) else pairs
+
+
+def _clusters(rows: int, pairs: np.ndarray) -> int:
+    parent = list(range(rows))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    merged = 0
+    for a, b in pairs.tolist():
+        ra, rb = root(a), root(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+            merged += 1
+    return rows - merged
 
 
 def duplicates(texts: Sequence[str]) -> tuple[int, int]:
     """(exact duplicate rows, near-duplicate rows), each counting rows beyond the first."""
-    finder = DuplicateFinder()
-    for index, text in enumerate(texts):
-        finder.offer(str(index), text)
-    return finder.exact, finder.near
+    if not texts:
+        return 0, 0
+    tokens = [words(text) for text in texts]
+    signatures = np.stack([signature(t) for t in tokens])
+    found = Duplicates.find(
+        np.frombuffer(b"".join(digest(t) for t in tokens), dtype=np.uint8).reshape(-1, 16),
+        band_keys(signatures),
+        fingerprints(signatures),
+    )
+    return found.exact, found.near

@@ -24,11 +24,15 @@ CARD = re.compile(r"\b(?:\d[ -]?){12,18}\d\b")
 CARD_ISSUER = re.compile(r"^(?:4|5[1-5]|2[2-7]|3[47]|3[068]|35|6011|65)")
 IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b")
 SSN = re.compile(r"\b\d{3}-\d{2}-\d{4}\b")
-DIGITS = re.compile(r"\d")
 # Cheap screens before the slow matchers. Every detect-secrets pattern kept needs a run
 # of 16 or more token characters, a key header or credentials in a URL; a phone number
 # needs 7 or more digits among phone punctuation.
-CREDENTIAL_SCREEN = re.compile(r"[A-Za-z0-9_+/=-]{16,}|-----BEGIN|://[^\s:@/]+:[^\s@/]+@")
+DIGIT = re.compile(r"\d")
+LONG_TOKEN = re.compile(r"[A-Za-z0-9_+/=-]{16,}")
+KEY_OR_URL_CREDENTIALS = re.compile(r"-----BEGIN|://[^\s:@/]+:[^\s@/]+@")
+# Digits with phone, card or SSN punctuation between them, at least 7 characters long.
+NUMBER_RUN = re.compile(r"\+?\(?\d[\d\s().-]{5,}\d")
+IBAN_START = re.compile(r"[A-Z]{2}\d{2}")
 PHONE_SCREEN = re.compile(r"\+?\(?\d(?:[\s().-]{0,3}\d){6,14}")
 # Public IPs are everywhere in technical answers: not personal data by themselves.
 SKIPPED_DETECTORS = frozenset({"IPPublicDetector"})
@@ -74,22 +78,32 @@ def _has_phone(text: str) -> bool:
     return False
 
 
+def _may_hold_credentials(text: str) -> bool:
+    """A long token with a digit or a capital letter (identifiers such as
+    `calledprocesserror` are neither), a key header or credentials in a URL."""
+    if KEY_OR_URL_CREDENTIALS.search(text):
+        return True
+    return any(not t.islower() or DIGIT.search(t) for t in LONG_TOKEN.findall(text))
+
+
 def pii_kinds(text: str) -> list[str]:
     """The kinds of personal data or credentials in text, sorted, each named once."""
     kinds: set[str] = set()
-    if CREDENTIAL_SCREEN.search(text):
+    if _may_hold_credentials(text):
         kinds |= {kind for kind, pattern in _credential_patterns() if pattern.search(text)}
-    if EMAIL.search(text):
+    if "@" in text and EMAIL.search(text):
         kinds.add("email")
-    if BEARER.search(text):
+    if "Bearer" in text and BEARER.search(text):
         kinds.add("bearer_token")
-    if DIGITS.search(text):
-        if any(_is_card(re.sub(r"\D", "", m.group())) for m in CARD.finditer(text)):
+    if IBAN_START.search(text) and any(iban.is_valid(m.group()) for m in IBAN.finditer(text)):
+        kinds.add("iban")
+    # Cards, SSNs and phone numbers are looked for only in runs of digits.
+    numbers = " ; ".join(NUMBER_RUN.findall(text))
+    if numbers:
+        if any(_is_card(re.sub(r"\D", "", m.group())) for m in CARD.finditer(numbers)):
             kinds.add("card_number")
-        if any(iban.is_valid(m.group()) for m in IBAN.finditer(text)):
-            kinds.add("iban")
-        if any(ssn.is_valid(m.group()) for m in SSN.finditer(text)):
+        if any(ssn.is_valid(m.group()) for m in SSN.finditer(numbers)):
             kinds.add("us_ssn")
-        if _has_phone(text):
+        if _has_phone(numbers):
             kinds.add("phone")
     return sorted(kinds)
