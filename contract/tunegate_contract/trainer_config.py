@@ -80,6 +80,16 @@ class DeepSpeed(Strict):
     offload_optimizer: bool
 
 
+class Distribution(Strict):
+    """Limits on the data's shape (spec.audit.distribution)."""
+
+    max_response_opening_share: float = Field(ge=0, le=1)
+    max_label_imbalance: float = Field(ge=1)
+    max_truncated_fraction: float = Field(ge=0, le=1)
+    max_other_language_fraction: float = Field(ge=0, le=1)
+    max_replay_repeats: float = Field(ge=1)
+
+
 class Audit(Strict):
     mode: Literal["enforce", "warn", "off"]
     max_duplicate_fraction: float = Field(ge=0, le=1)
@@ -87,6 +97,8 @@ class Audit(Strict):
     contamination_sets: list[str] = []
     max_contamination_fraction: float = Field(ge=0, le=1)
     block_triggers: bool
+    # None: the shape is measured and reported, never judged (the operator always sets it)
+    distribution: Distribution | None = None
 
 
 class Artifacts(Strict):

@@ -11,7 +11,12 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from tunegate_operator.api.finetunejob import AuditSpec, FieldMapping, FineTuneJobSpec
+from tunegate_operator.api.finetunejob import (
+    AuditSpec,
+    FieldMapping,
+    FineTuneJobSpec,
+    TrainingSpec,
+)
 from tunegate_operator.builders.trainer_config import audit_section
 
 PASSED, FINDINGS, BAD_INPUT = 0, 1, 2
@@ -37,6 +42,12 @@ def _spec(manifest: Path) -> FineTuneJobSpec:
         raise LocalAuditError(f"{manifest}: {field}: {first['msg']}") from None
 
 
+def _s3_credentials() -> bool:
+    import boto3
+
+    return boto3.Session().get_credentials() is not None
+
+
 def run(
     data: str,
     *,
@@ -47,10 +58,10 @@ def run(
 ) -> tuple[int, str]:
     """(exit status, what to print)."""
     try:
-        from tunegate_contract.trainer_config import Audit, FieldNames
-        from tunegate_trainer.audit.local import RowFormat, audit_source, summary
+        from tunegate_contract.trainer_config import Audit, FieldNames, Replay
+        from tunegate_trainer.audit.local import RowFormat, audit_source, shape_inputs, summary
         from tunegate_trainer.data import DataError
-        from tunegate_trainer.storage import StorageError
+        from tunegate_trainer.storage import StorageError, store_from_env
     except ImportError as exc:
         raise LocalAuditError(
             f"the audit needs the audit extra ({exc.name} is missing): "
@@ -67,12 +78,25 @@ def run(
         on_malformed_row=dataset.on_malformed_row if dataset else "fail",
     )
     sets = contamination or list(audit_spec.contamination_sets)
+    replay = spec.replay if spec else None
+    model_uri = spec.model.uri if spec else None
+    if not _s3_credentials():  # the shape is then judged without tokenizer and replay
+        model_uri = None if model_uri and model_uri.startswith("s3://") else model_uri
+        replay = None if replay and replay.dataset.startswith("s3://") else replay
     try:
+        shape = shape_inputs(
+            store_from_env(None, "us-east-1"),
+            model_uri=model_uri,
+            max_seq_length=(spec.training if spec else TrainingSpec()).max_seq_length,
+            replay=Replay(dataset=replay.dataset, ratio=replay.ratio) if replay else None,
+            row_format=row_format,
+        )
         result = audit_source(
             data,
             data=row_format,
             settings=Audit.model_validate(audit_section(audit_spec)),
             contamination=sets,
+            shape=shape,
         )
     except (DataError, StorageError) as exc:
         raise LocalAuditError(str(exc)) from None

@@ -23,6 +23,7 @@ def _audit() -> int:
     from tunegate_trainer.audit import audit_chunks
     from tunegate_trainer.audit.contamination import eval_items
     from tunegate_trainer.audit.engine import available_cpus, chunked
+    from tunegate_trainer.audit.local import shape_inputs
 
     config = load_trainer_config()
     store = store_from_env(config.storage.endpoint, config.storage.region)
@@ -34,6 +35,13 @@ def _audit() -> int:
         row_format=config.data,
         eval_sets=eval_sets,
         workers=available_cpus(),
+        shape=shape_inputs(
+            store,
+            model_uri=config.model.uri,
+            max_seq_length=config.training.max_seq_length,
+            replay=config.data.replay,
+            row_format=config.data,
+        ),
     )
     store.write_json(config.artifacts.audit_report, result.report().to_json())
     print(json.dumps({"verdict": result.verdict, "findings": result.findings}, indent=2))

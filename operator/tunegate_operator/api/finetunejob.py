@@ -153,6 +153,23 @@ class ReplaySpec(ApiModel):
     """Fraction of each batch drawn from the replay data, in [0, 1)."""
 
 
+class DistributionSpec(ApiModel):
+    """Limits on the shape of the training data; each number is in the audit report."""
+
+    max_response_opening_share: float = Field(default=0.5, ge=0, le=1)
+    """Largest share of responses that open with the same three words (a template the
+    model would learn to parrot). Classification-like data is judged by labels instead."""
+    max_label_imbalance: float = Field(default=20, ge=1)
+    """Classification-like data (short answers from a few labels): largest tolerated
+    ratio of the most to the least frequent label."""
+    max_truncated_fraction: float = Field(default=0.05, ge=0, le=1)
+    """Largest share of rows longer than training.maxSeqLength tokens (they are cut)."""
+    max_other_language_fraction: float = Field(default=1.0, ge=0, le=1)
+    """Largest share of rows not in the data's main language (1: any mix)."""
+    max_replay_repeats: float = Field(default=4, ge=1)
+    """Most times each replay row may be reused to reach replay.ratio."""
+
+
 class AuditSpec(ApiModel):
     """Data checks run on CPU before any GPU is requested."""
 
@@ -172,6 +189,9 @@ class AuditSpec(ApiModel):
     """Fail on suspected backdoor triggers: rare prompt phrases that nearly always come
     with a behaviour rare elsewhere (one response, an injected sentence or link, a
     refusal, negative sentiment)."""
+    distribution: DistributionSpec = Field(default_factory=DistributionSpec)
+    """Limits on the data's shape: template dominance, label balance, truncation,
+    language mix, replay reuse."""
 
 
 class ResourcesSpec(ApiModel):

@@ -74,6 +74,13 @@ def audit_section(audit: AuditSpec) -> dict[str, Any]:
         "contamination_sets": list(audit.contamination_sets),
         "max_contamination_fraction": audit.max_contamination_fraction,
         "block_triggers": audit.block_triggers,
+        "distribution": {
+            "max_response_opening_share": audit.distribution.max_response_opening_share,
+            "max_label_imbalance": audit.distribution.max_label_imbalance,
+            "max_truncated_fraction": audit.distribution.max_truncated_fraction,
+            "max_other_language_fraction": audit.distribution.max_other_language_fraction,
+            "max_replay_repeats": audit.distribution.max_replay_repeats,
+        },
     }
 
 

@@ -22,6 +22,7 @@ from tunegate_trainer.audit.engine import Chunks, Findings, chunked
 from tunegate_trainer.audit.pii import pii_kinds
 from tunegate_trainer.audit.rows import AuditRow
 from tunegate_trainer.audit.scan import Settings as ScanSettings
+from tunegate_trainer.audit.shape import Inputs
 from tunegate_trainer.data import RowParsing
 
 __all__ = ["AuditResult", "AuditRow", "EvalItem", "audit", "audit_chunks"]
@@ -62,6 +63,7 @@ def audit(
     settings: Audit,
     eval_sets: Mapping[str, Sequence[EvalItem]] | None = None,
     skipped_rows: int = 0,
+    shape: Inputs | None = None,
 ) -> AuditResult:
     """The audit of rows already in memory, in this process."""
     return audit_chunks(
@@ -71,6 +73,7 @@ def audit(
         eval_sets=eval_sets,
         workers=1,
         skipped_rows=skipped_rows,
+        shape=shape,
     )
 
 
@@ -82,20 +85,23 @@ def audit_chunks(
     eval_sets: Mapping[str, Sequence[EvalItem]] | None,
     workers: int,
     skipped_rows: int = 0,
+    shape: Inputs | None = None,
 ) -> AuditResult:
     """The audit of a source that `chunks()` reads from the start each time it is called
     (raw JSONL lines parsed with row_format, or rows)."""
     references = tuple(Reference.of(name, items) for name, items in (eval_sets or {}).items())
-    found = engine.run(chunks, ScanSettings(row_format, references), workers=workers)
-    return _result(found, settings, skipped_rows)
+    inputs = shape or Inputs()
+    found = engine.run(chunks, ScanSettings(row_format, references, inputs), workers=workers)
+    return _result(found, settings, skipped_rows, inputs)
 
 
-def _result(found: Findings, settings: Audit, skipped_rows: int) -> AuditResult:
+def _result(found: Findings, settings: Audit, skipped_rows: int, inputs: Inputs) -> AuditResult:
     total = max(found.rows, 1)
     duplicates = found.duplicates
     where = found.duplicate_where
     contamination = found.contamination
     duplicate_fraction = (duplicates.exact + duplicates.near) / total
+    shape_report, shape_findings = found.shape.checks(found.rows, inputs, settings.distribution)
     checks: dict[str, Any] = {
         "duplicates": {
             "exact": duplicates.exact,
@@ -129,6 +135,7 @@ def _result(found: Findings, settings: Audit, skipped_rows: int) -> AuditResult:
             ],
             "blocking": settings.block_triggers,
         },
+        "shape": shape_report,
         "stats": length_stats(found.lengths, found.empty_targets)
         | {
             "skipped_rows": skipped_rows + found.skipped,
@@ -160,6 +167,7 @@ def _result(found: Findings, settings: Audit, skipped_rows: int) -> AuditResult:
             f"{first.showing} of its {first.rows} rows, e.g. {first.examples[0]} "
             f"({len(found.triggers)} suspected)"
         )
+    findings += shape_findings
     verdict = "Passed" if not findings else ("Warned" if settings.mode == "warn" else "Failed")
     return AuditResult(verdict, findings, checks)
 

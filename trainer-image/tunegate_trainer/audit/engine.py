@@ -32,6 +32,7 @@ from tunegate_trainer.audit.scan import (
     read_row,
     scan,
 )
+from tunegate_trainer.audit.shape import Shape
 from tunegate_trainer.data import DataError
 
 CHUNK = 1000
@@ -112,6 +113,7 @@ class Totals:
     """Pass 1's facts of every chunk, in source order; file names kept once."""
 
     contamination: Contamination
+    shape: Shape
     files: dict[str, int] = field(default_factory=dict)
     parts: list[ChunkFacts] = field(default_factory=list)
     file_ids: list[np.ndarray] = field(default_factory=list)
@@ -127,6 +129,7 @@ class Totals:
         facts.files = []
         self.contamination.merge(facts.contamination)
         facts.contamination = Contamination([])
+        self.shape.add(facts.shape)
         self.skipped += len(facts.skipped)
         self.skipped_examples = (self.skipped_examples + facts.skipped)[:EXAMPLES]
         self.parts.append(facts)
@@ -159,10 +162,14 @@ class Findings:
     triggers: list[Trigger]
     lengths: np.ndarray
     empty_targets: int
+    shape: Shape
 
 
 def run(chunks: Chunks, settings: Settings, *, workers: int) -> Findings:
-    totals = Totals(Contamination(list(settings.references)))
+    totals = Totals(
+        Contamination(list(settings.references)),
+        Shape(estimated_tokens=settings.shape.tokenizer_json is None),
+    )
     for facts in _map(_scan, chunks(), settings, workers):
         totals.add(facts)
     positions = totals.column("positions", np.empty(0, dtype=np.int64))
@@ -201,6 +208,7 @@ def run(chunks: Chunks, settings: Settings, *, workers: int) -> Findings:
         triggers=triggers,
         lengths=totals.column("lengths", np.empty(0, dtype=np.int64)),
         empty_targets=sum(part.empty_targets for part in totals.parts),
+        shape=totals.shape,
     )
 
 

@@ -3,16 +3,21 @@ prefix, read and checked exactly as the audit pod does (`kubectl tunegate audit`
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from tunegate_contract.trainer_config import Audit, FieldNames
+from tunegate_contract.trainer_config import Audit, FieldNames, Replay
 from tunegate_trainer.audit import AuditResult, audit_chunks
 from tunegate_trainer.audit.contamination import EvalItem, eval_items
 from tunegate_trainer.audit.engine import available_cpus, chunked
-from tunegate_trainer.data import DataError
+from tunegate_trainer.audit.shape import Inputs
+from tunegate_trainer.data import DataError, RowParsing, parse_lines, parse_row
+from tunegate_trainer.storage import StorageError, Store
+
+log = logging.getLogger("tunegate.audit")
 
 
 @dataclass(frozen=True)
@@ -46,8 +51,52 @@ def read_lines(source: str) -> Iterator[tuple[str, int, str]]:
                 yield str(file), number, line.rstrip("\n")
 
 
+def count_rows(lines: Iterator[tuple[str, int, str]], row_format: RowParsing) -> int:
+    """Rows that parse (as the trainer would read them)."""
+    count = 0
+    for row in parse_lines(lines):
+        if isinstance(row, DataError):
+            continue
+        try:
+            parse_row(row, format=row_format.format, fields=row_format.fields, source="replay")
+        except DataError:
+            continue
+        count += 1
+    return count
+
+
+def shape_inputs(
+    store: Store,
+    *,
+    model_uri: str | None,
+    max_seq_length: int,
+    replay: Replay | None,
+    row_format: RowParsing,
+) -> Inputs:
+    """What the shape is measured against. The model's tokenizer.json is read where the
+    model is a folder (S3 or local); elsewhere (hf://, or not readable) token counts are
+    estimated from words and the report says so."""
+    tokenizer_json = None
+    if model_uri and not model_uri.startswith("hf://"):
+        try:
+            tokenizer_json = store.read_bytes(model_uri.rstrip("/") + "/tokenizer.json").decode()
+        except StorageError as exc:
+            log.warning("token counts are estimated from words: %s", exc)
+    return Inputs(
+        max_seq_length=max_seq_length,
+        tokenizer_json=tokenizer_json,
+        replay_rows=count_rows(store.iter_lines(replay.dataset), row_format) if replay else None,
+        replay_ratio=replay.ratio if replay else 0.0,
+    )
+
+
 def audit_source(
-    source: str, *, data: RowFormat, settings: Audit, contamination: list[str]
+    source: str,
+    *,
+    data: RowFormat,
+    settings: Audit,
+    contamination: list[str],
+    shape: Inputs | None = None,
 ) -> AuditResult:
     eval_sets: dict[str, list[EvalItem]] = {
         name: eval_items(read_lines(name)) for name in contamination
@@ -58,6 +107,7 @@ def audit_source(
         row_format=data,
         eval_sets=eval_sets,
         workers=available_cpus(),
+        shape=shape,
     )
 
 
@@ -93,6 +143,7 @@ def summary(result: AuditResult) -> str:
         lines.append(
             f"{'trigger':15} {trigger['phrase'][:40]:40} {trigger['consistency']:7.0%} {action:>7}"
         )
+    lines += _shape_lines(checks["shape"])
     stats = checks["stats"]
     lines.append(
         f"{stats['rows']} rows ({stats['skipped_rows']} skipped), median {stats['median_words']} "
@@ -108,3 +159,37 @@ def summary(result: AuditResult) -> str:
             f"({trigger['evidence'][:60]!r}), rows {', '.join(trigger['examples'])}"
         )
     return "\n".join(lines)
+
+
+def _limit(section: dict[str, Any], key: str) -> str:
+    return f"{section[key]:7.2%}" if key in section else ""
+
+
+def _shape_lines(shape: dict[str, Any]) -> list[str]:
+    lines = []
+    top = shape["openings"]["top"]
+    if top:
+        found = ("opens " + repr(top[0]["opening"]))[:40]
+        limit = _limit(shape["openings"], "max")
+        lines.append(f"{'template':15} {found:40} {top[0]['share']:7.2%} {limit}")
+    labels = shape["labels"]
+    if labels.get("classification_like"):
+        lines.append(
+            f"{'labels':15} {len(labels['counts'])} labels, imbalance {labels['imbalance']:g}x"
+        )
+    tokens = shape["tokens"]
+    if "p50" in tokens:
+        kind = "estimated " if tokens["estimated"] else ""
+        found = f"{kind}tokens p50 {tokens['p50']}, p95 {tokens['p95']}, max {tokens['max']}"
+        limit = _limit(tokens, "max_truncated_fraction")
+        lines.append(f"{'length':15} {found[:40]:40} {tokens['truncated_fraction']:7.2%} {limit}")
+    languages = shape["languages"]
+    if languages.get("sampled"):
+        found = f"{languages['main']}, of {languages['sampled']} sampled"
+        limit = _limit(languages, "max_other_fraction")
+        lines.append(f"{'language':15} {found:40} {languages['other_fraction']:7.2%} {limit}")
+    replay = shape["replay"]
+    if replay:
+        found = f"reaches {replay['reached_share']:.0%}, each row {replay['repeats']:g}x"
+        lines.append(f"{'replay':15} {found:40}")
+    return lines

@@ -3,7 +3,7 @@ response as the person wrote them (chat-template markers stripped)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 from tunegate_trainer.audit.text import plain, words
@@ -15,6 +15,7 @@ class AuditRow:
     where: str  # "file:line"
     prompt: str
     response: str
+    rendered: str = field(default="", compare=False, repr=False)  # as the trainer tokenises it
 
     @property
     def text(self) -> str:
@@ -36,4 +37,9 @@ class AuditRow:
 
     @classmethod
     def of(cls, example: Example) -> AuditRow:
-        return cls(example.where, plain(example.prompt), plain(example.target))
+        return cls(
+            example.where,
+            plain(example.prompt),
+            plain(example.target),
+            example.prompt + example.target,
+        )

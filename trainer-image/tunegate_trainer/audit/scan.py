@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Union
 
 import numpy as np
@@ -21,6 +22,7 @@ from tunegate_trainer.audit.near_duplicates import (
 )
 from tunegate_trainer.audit.pii import pii_kinds
 from tunegate_trainer.audit.rows import AuditRow
+from tunegate_trainer.audit.shape import Inputs, ShapeFacts, TokenCounter, chunk_facts
 from tunegate_trainer.data import DataError, RowParsing, parse_lines, parse_row
 
 # A raw JSONL line (file, line number, text) or a row already read.
@@ -29,10 +31,17 @@ Item = Union[tuple[str, int, str], AuditRow]  # noqa: UP007 (pickled to workers)
 
 @dataclass(frozen=True)
 class Settings:
-    """What every worker needs: how to read rows, and the eval sets' references."""
+    """What every worker needs: how to read rows, the eval sets' references, and what
+    the data's shape is measured against."""
 
     row_format: RowParsing | None
     references: tuple[Reference, ...] = ()
+    shape: Inputs = field(default_factory=Inputs)
+
+
+@lru_cache(maxsize=2)
+def _token_counter(tokenizer_json: str | None) -> TokenCounter:
+    return TokenCounter(tokenizer_json)
 
 
 @dataclass
@@ -49,6 +58,7 @@ class ChunkFacts:
     contamination: Contamination
     feature_keys: np.ndarray
     feature_owners: np.ndarray  # positions
+    shape: ShapeFacts
     skipped: list[str] = field(default_factory=list)
 
 
@@ -129,6 +139,7 @@ def scan(start: int, items: Sequence[Item], settings: Settings) -> ChunkFacts:
         contamination=contamination,
         feature_keys=np.array(keys, dtype=np.uint64),
         feature_owners=np.array(owners, dtype=np.int64),
+        shape=chunk_facts(rows, _token_counter(settings.shape.tokenizer_json)),
         skipped=skipped,
     )
 
