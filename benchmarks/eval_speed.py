@@ -18,6 +18,7 @@ Every row prints how many items' scores differ from lm-eval's (0 is the goal).
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -34,7 +35,10 @@ from tunegate_cluster.peers import (
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "examples" / "data"
-NEW_TOKENS = 32
+# TUNEGATE_BENCH_QUICK=1: a few items and tokens, to check the benchmark runs (CI).
+QUICK = os.environ.get("TUNEGATE_BENCH_QUICK") == "1"
+ITEMS = 8 if QUICK else None
+NEW_TOKENS = 8 if QUICK else 32
 BATCH = 16  # lm-eval's batch size for generation; ours is evaluate.GENERATION_BATCH
 
 
@@ -60,6 +64,15 @@ class Row:
 
 def _read(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
+def _items(path: Path, work: Path) -> Path:
+    """The dataset both sides score: all of it, or its first ITEMS in quick mode."""
+    if ITEMS is None:
+        return path
+    subset = work / f"quick-{path.parent.name}-{path.name}"
+    subset.write_text("".join(json.dumps(item) + "\n" for item in _read(path)[:ITEMS]))
+    return subset
 
 
 def _ours(
@@ -109,7 +122,7 @@ def _differ(ours: tuple[list[float], list[float]], peer: tuple[list[float], list
 
 
 def _multiple_choice(model: Path, adapter: Path, work: Path) -> Row:
-    dataset = DATA / "nimbus" / "eval.jsonl"
+    dataset = _items(DATA / "nimbus" / "eval.jsonl", work)
     seconds, base, candidate = _ours(model, adapter, "multipleChoiceAccuracy", dataset)
     task = write_task(work / "mc-task", dataset)
     peer_base = run_lm_eval(model, task, work / "mc-base")
@@ -158,7 +171,7 @@ def _exact_match_items(work: Path) -> Path:
         for item in _read(DATA / "general" / "mc.jsonl")
     ]
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return path
+    return _items(path, work)
 
 
 def _perplexity_items(work: Path) -> Path:
@@ -170,7 +183,7 @@ def _perplexity_items(work: Path) -> Path:
     return path
 
 
-def _alone_vs_batched(model: Path, adapter: Path) -> str:
+def _alone_vs_batched(model: Path, adapter: Path, dataset: Path) -> str:
     """Refusal prompts generated one at a time (how the eval command generated before)
     against its batches: the speed-up of batching, and that the answers are the same."""
     import torch
@@ -180,7 +193,7 @@ def _alone_vs_batched(model: Path, adapter: Path) -> str:
     from tunegate_trainer.evaluate import Scorer
     from tunegate_trainer.modeling import load_tokenizer
 
-    prompts = [str(item["prompt"]) for item in _read(DATA / "safety" / "prompts.jsonl")]
+    prompts = [str(item["prompt"]) for item in _read(dataset)]
     base = AutoModelForCausalLM.from_pretrained(str(model), dtype=torch.float32)
     scorer = Scorer(PeftModel.from_pretrained(base, str(adapter)), load_tokenizer(model))
     with torch.no_grad():
@@ -205,18 +218,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         adapter = random_adapter(model, work / "adapter")
+        refusal = _items(DATA / "safety" / "prompts.jsonl", work)
         rows = [
             _multiple_choice(model, adapter, work),
             _generation(model, adapter, work, "exactMatch", _exact_match_items(work)),
-            _generation(model, adapter, work, "refusal", DATA / "safety" / "prompts.jsonl"),
+            _generation(model, adapter, work, "refusal", refusal),
         ]
         for metric, dataset in (
             ("perplexity", _perplexity_items(work)),
-            ("kl", DATA / "general" / "reference-prompts.jsonl"),
+            ("kl", _items(DATA / "general" / "reference-prompts.jsonl", work)),
         ):
             seconds, _, _ = _ours(model, adapter, metric, dataset)
             rows.append(Row(metric, len(_read(dataset)), seconds))
-        batching = _alone_vs_batched(model, adapter)
+        batching = _alone_vs_batched(model, adapter, refusal)
     print(
         f"SmolLM2-135M-Instruct + random LoRA, CPU fp32; items/s counts both sides "
         f"(base and candidate), model loads included; generation: {NEW_TOKENS} new tokens"

@@ -27,10 +27,12 @@ from typing import Any
 
 SEQ = 256
 BATCH = 2  # packed blocks per step (tunegate); the baseline's batch is derived from it
-EPOCHS = 2
+# TUNEGATE_BENCH_QUICK=1: a few rows and one epoch, to check the benchmark runs (CI).
+QUICK = os.environ.get("TUNEGATE_BENCH_QUICK") == "1"
+EPOCHS = 1 if QUICK else 2
 LR = 2e-3
-ROWS = 96
-TRAIN_ROWS = 80  # the rest are held out
+ROWS = 24 if QUICK else 96
+TRAIN_ROWS = ROWS * 5 // 6  # the rest are held out
 
 
 def _rows() -> list[dict[str, Any]]:

@@ -65,6 +65,7 @@ def test_malformed_rows_are_skipped_and_counted_or_stop_the_audit(tmp_path: Path
     lines = path.read_text().splitlines()
     lines[41] = "{not json"
     lines[99] = json.dumps({"messages": "not a list"})
+    lines[150] += "\n\n"  # blank lines are not rows, as the trainer reads them
     path.write_text("\n".join(lines) + "\n")
 
     def run(policy: str) -> object:
@@ -80,5 +81,6 @@ def test_malformed_rows_are_skipped_and_counted_or_stop_the_audit(tmp_path: Path
     stats = skipped.checks["stats"]  # type: ignore[attr-defined]
     assert stats["rows"] == 298 and stats["skipped_rows"] == 2
     assert stats["skipped_examples"][0].startswith(f"{path}:42: not valid JSON")
+    assert stats["skipped_examples"][1].startswith(f"{path}:100: ")
     with pytest.raises(DataError, match=re.escape(f"{path}:42: not valid JSON")):
         run("fail")

@@ -33,7 +33,6 @@ from tunegate_trainer.audit.scan import (
     scan,
 )
 from tunegate_trainer.audit.shape import Shape
-from tunegate_trainer.data import DataError
 
 CHUNK = 1000
 EXAMPLES = 3
@@ -236,7 +235,7 @@ def _triggers(
         for offset, item in enumerate(items):
             if start + offset in wanted:
                 row = read_row(item, settings.row_format)
-                if not isinstance(row, DataError):
+                if isinstance(row, AuditRow):
                     suspects[start + offset] = row
     found = Suspects.of(feature_rows, suspects)
     needed = frozenset(found.needed)

@@ -72,14 +72,16 @@ def join_where(file: str, line: int) -> str:
     return f"{file}:{line}" if line else file
 
 
-def read_row(item: Item, row_format: RowParsing | None) -> AuditRow | DataError:
+def read_row(item: Item, row_format: RowParsing | None) -> AuditRow | DataError | None:
+    """The row, the reason it is malformed, or None for a blank line (not a row, as the
+    trainer reads it)."""
     if isinstance(item, AuditRow):
         return item
     if row_format is None:
         raise ValueError("raw lines need a row format")
     parsed = next(parse_lines([item]), None)
     if parsed is None:
-        return DataError(f"{item[0]}:{item[1]}: empty line")
+        return None
     if isinstance(parsed, DataError):
         return parsed
     try:
@@ -97,6 +99,8 @@ def scan(start: int, items: Sequence[Item], settings: Settings) -> ChunkFacts:
     skipped: list[str] = []
     for offset, item in enumerate(items):
         row = read_row(item, settings.row_format)
+        if row is None:
+            continue
         if isinstance(row, DataError):
             if settings.row_format is not None and settings.row_format.on_malformed_row == "fail":
                 raise row
@@ -158,6 +162,6 @@ def count_phrases(
         if position < len(repeated) and repeated[position]:
             continue
         row = read_row(item, settings.row_format)
-        if not isinstance(row, DataError):
+        if isinstance(row, AuditRow):
             counts.update(prompt_phrases(row.prompt) & needed)
     return counts
