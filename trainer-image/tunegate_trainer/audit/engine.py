@@ -32,7 +32,7 @@ from tunegate_trainer.audit.scan import (
     read_row,
     scan,
 )
-from tunegate_trainer.audit.shape import Shape
+from tunegate_trainer.audit.shape import Shape, ShapeFacts
 
 CHUNK = 1000
 EXAMPLES = 3
@@ -102,6 +102,8 @@ def _map(
         _init(settings, extra)
         yield from map(function, jobs)
         return
+    # fork: workers need no re-import of the entry point (`python -m ...`, a console
+    # script or stdin all work); pages they share with this process are not copied.
     context = multiprocessing.get_context("fork")
     with context.Pool(workers, initializer=_init, initargs=(settings, extra)) as pool:
         yield from pool.imap(function, jobs)
@@ -129,6 +131,7 @@ class Totals:
         self.contamination.merge(facts.contamination)
         facts.contamination = Contamination([])
         self.shape.add(facts.shape)
+        facts.shape = ShapeFacts.empty()  # merged: the chunk's texts need not stay
         self.skipped += len(facts.skipped)
         self.skipped_examples = (self.skipped_examples + facts.skipped)[:EXAMPLES]
         self.parts.append(facts)
@@ -136,6 +139,16 @@ class Totals:
     def column(self, name: str, empty: np.ndarray) -> np.ndarray:
         values = [getattr(part, name) for part in self.parts]
         return np.concatenate(values) if values else empty
+
+    def take(self, name: str, empty: np.ndarray) -> np.ndarray:
+        """One array of every chunk's `name`, freeing the chunks' own: at a million rows
+        holding both would double the audit's largest arrays."""
+        values = [getattr(part, name) for part in self.parts]
+        for part in self.parts:
+            setattr(part, name, empty)
+        joined = np.concatenate(values) if values else empty
+        del values
+        return joined
 
     def where(self, index: int) -> str:
         """file:line of the index-th row read."""
@@ -173,12 +186,10 @@ def run(chunks: Chunks, settings: Settings, *, workers: int) -> Findings:
         totals.add(facts)
     positions = totals.column("positions", np.empty(0, dtype=np.int64))
     duplicates = Duplicates.find(
-        totals.column("digests", np.empty((0, 16), dtype=np.uint8)),
-        totals.column("keys", np.empty((0, 32), dtype=np.uint64)),
-        totals.column("bits", np.empty((0, 256), dtype=np.uint8)),
+        totals.take("digests", np.empty((0, 16), dtype=np.uint8)),
+        totals.take("keys", np.empty((0, 32), dtype=np.uint32)),
+        totals.take("bits", np.empty((0, 256), dtype=np.uint8)),
     )
-    for part in totals.parts:  # pass 1's bulk is no longer needed
-        part.keys = part.bits = part.digests = np.empty(0)
     # A repeated row is a duplicate, not a pattern: triggers count distinct rows.
     repeated = np.zeros(int(positions.max()) + 1 if len(positions) else 0, dtype=bool)
     repeated[positions[duplicates.repeated]] = True

@@ -54,10 +54,13 @@ def signature(tokens: list[str]) -> np.ndarray:
 
 
 def band_keys(signatures: np.ndarray) -> np.ndarray:
-    """(rows, BANDS) keys: rows sharing any band key are candidate pairs."""
+    """(rows, BANDS) 32-bit keys: rows sharing any band key are candidate pairs. At a
+    million rows chance collisions add about a hundred pairs per band, which the
+    fingerprints then reject; 32 bits halve the largest array the audit keeps."""
     bands = signatures.astype(np.uint64).reshape(len(signatures), BANDS, NUM_PERM // BANDS)
     with np.errstate(over="ignore"):
-        keys: np.ndarray = (bands * _MIX).sum(axis=2, dtype=np.uint64)
+        mixed = (bands * _MIX).sum(axis=2, dtype=np.uint64)
+    keys: np.ndarray = (mixed >> np.uint64(32)).astype(np.uint32)
     return keys
 
 
@@ -81,7 +84,8 @@ class Duplicates:
         repeated = first != np.arange(len(first))
         repeats = np.flatnonzero(repeated)
         distinct = np.flatnonzero(~repeated)
-        pairs = _candidate_pairs(keys[distinct])
+        # Without repeats every row is distinct: index nothing, copy nothing.
+        pairs = _candidate_pairs(keys[distinct] if len(repeats) else keys)
         if len(pairs):
             agree = (bits[distinct[pairs[:, 0]]] == bits[distinct[pairs[:, 1]]]).mean(axis=1)
             pairs = pairs[(agree - CHANCE) / (1 - CHANCE) >= ACCEPT]

@@ -98,6 +98,10 @@ class ShapeFacts:
     tokens: np.ndarray
     languages: Counter[str]
 
+    @classmethod
+    def empty(cls) -> ShapeFacts:
+        return cls(np.empty(0, np.uint64), {}, Counter(), np.empty(0, np.int64), Counter())
+
 
 def chunk_facts(rows: list[tuple[int, AuditRow]], counter: TokenCounter) -> ShapeFacts:
     openings = [(key_of(text), text) for _, row in rows if (text := opening(row))]
