@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import tempfile
 import time
@@ -112,6 +113,19 @@ def content_tag(*, context: Path, sources: Iterable[str], extra: Iterable[str]) 
     return digest.hexdigest()[:16]
 
 
+def _disk_hint(output: str) -> str:
+    """Where the space went, when a build ran out of it (a trainer image is gigabytes,
+    and committing one needs about three times that free for a while)."""
+    if "no space left on device" not in output:
+        return ""
+    free_gib = shutil.disk_usage(CACHE_ROOT).free / 2**30
+    return (
+        f"\n{CACHE_ROOT} has {free_gib:.1f} GiB free; building the trainer image needs about"
+        " 20 GiB. Its image stores are images/buildah and node/containerd there; other"
+        " checkouts' .venv directories take about 7 GiB each."
+    )
+
+
 class ImageBuilder:
     """buildah with its storage in the cache, outside the repository."""
 
@@ -131,7 +145,7 @@ class ImageBuilder:
         result = subprocess.run(argv, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-30:])
-            raise ImageBuildError(f"buildah {' '.join(args[:2])} failed:\n{tail}")
+            raise ImageBuildError(f"buildah {' '.join(args[:2])} failed:\n{tail}{_disk_hint(tail)}")
         return result.stdout
 
     def exists(self, ref: str) -> bool:
@@ -212,18 +226,28 @@ class ImageBuilder:
 
         return self._timed(ref, build)
 
-    def project(self, image: ProjectImage, *, base: str) -> str:
+    def project_ref(self, image: ProjectImage, *, base: str) -> str:
+        """The tag `project` builds: known before building, so stale images can go
+        first."""
         dockerfile = REPO_ROOT / image.dockerfile
-        build_args = {
-            "BASE_IMAGE": base,
-            "PIP_INSTALL_OPTIONS": "--no-index --find-links /wheels",
-        }
         tag = content_tag(
             context=REPO_ROOT,
             sources=[image.dockerfile, *copied_sources(dockerfile)],
-            extra=[self.image_id(base), *(f"{k}={v}" for k, v in sorted(build_args.items()))],
+            extra=[
+                self.image_id(base),
+                *(f"{k}={v}" for k, v in sorted(self._build_args(base).items())),
+            ],
         )
-        ref = f"{REPOSITORY}/{image.name}:{tag}"
+        return f"{REPOSITORY}/{image.name}:{tag}"
+
+    @staticmethod
+    def _build_args(base: str) -> dict[str, str]:
+        return {"BASE_IMAGE": base, "PIP_INSTALL_OPTIONS": "--no-index --find-links /wheels"}
+
+    def project(self, image: ProjectImage, *, base: str) -> str:
+        dockerfile = REPO_ROOT / image.dockerfile
+        build_args = self._build_args(base)
+        ref = self.project_ref(image, base=base)
 
         def build() -> None:
             self.buildah(
@@ -243,14 +267,13 @@ class ImageBuilder:
 
     def build_all(self, *, pause_binary: Path) -> ImageSet:
         base = self.base()
-        images = ImageSet(
-            pause=self.pause(pause_binary),
-            operator=self.project(OPERATOR, base=base),
-            trainer=self.project(TRAINER, base=base),
-            audit=self.project(AUDIT, base=base),
-        )
-        self.prune(keep={base, *images.all()})
-        return images
+        pause = self.pause(pause_binary)
+        projects = (OPERATOR, TRAINER, AUDIT)
+        # Earlier builds go before building: committing a trainer image needs about
+        # three times its size free for a while, and the old one is as large.
+        self.prune(keep={base, pause, *(self.project_ref(p, base=base) for p in projects)})
+        operator, trainer, audit = (self.project(p, base=base) for p in projects)
+        return ImageSet(pause=pause, operator=operator, trainer=trainer, audit=audit)
 
     def prune(self, *, keep: set[str]) -> None:
         """Earlier builds of our images go, with the working containers an interrupted

@@ -55,6 +55,20 @@ KUBELET_SYSCTLS = ("vm/overcommit_memory", "kernel/panic", "kernel/panic_on_oops
 K8S_NAMESPACE = "k8s.io"
 
 
+def stale_images(listed: list[tuple[str, str]], *, keep: tuple[str, ...]) -> list[str]:
+    """Refs of our earlier builds. The CRI names each image a second time by its id
+    (`sha256:...`); that alias holds the layers alive after the tag is removed, so it
+    goes too unless it is an alias of an image kept."""
+    kept_digests = {digest for ref, digest in listed if ref in keep}
+    return [
+        ref
+        for ref, digest in listed
+        if ref not in keep
+        and digest not in kept_digests
+        and (ref.startswith(f"{REPOSITORY}/") or ref.startswith("sha256:"))
+    ]
+
+
 class RealNodeUnavailableError(RuntimeError):
     """This machine cannot run the real node; the message says what is missing."""
 
@@ -148,12 +162,20 @@ class RealNode:
         listed = self.ctr("images", "list", "--quiet")
         return set(listed.stdout.split())
 
+    def listed_images(self) -> list[tuple[str, str]]:
+        """(ref, manifest digest) of every image in the node's namespace."""
+        listed = self.ctr("images", "list")
+        return [
+            (columns[0], columns[2])
+            for columns in (line.split() for line in listed.stdout.splitlines()[1:])
+            if len(columns) >= 3
+        ]
+
     def import_images(self, images: ImageSet, builder: ImageBuilder) -> list[str]:
         """Import every image the runtime lacks (after removing our earlier builds, which
         containerd then garbage-collects); returns the ones imported."""
-        for ref in self.imported():
-            if ref.startswith(f"{REPOSITORY}/") and ref not in images.all():
-                self.ctr("images", "remove", "--sync", ref)  # --sync: wait for the GC
+        for ref in stale_images(self.listed_images(), keep=images.all()):
+            self.ctr("images", "remove", "--sync", ref)  # --sync: wait for the GC
         missing = [ref for ref in images.all() if ref not in self.imported()]
         for ref in missing:
             with tempfile.TemporaryDirectory(prefix="tunegate-oci-", dir=CACHE_ROOT) as tmp:
