@@ -8,6 +8,7 @@ import sys
 from benchmarks import (
     audit_speed,
     eval_speed,
+    faults,
     finished_gates,
     operator_latency,
     promotion,
@@ -21,6 +22,7 @@ BENCHMARKS = {
     "promotion": promotion.main,
     "gates": finished_gates.main,
     "audit": audit_speed.main,
+    "faults": faults.main,
 }
 
 

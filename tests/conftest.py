@@ -1,4 +1,5 @@
-"""Session-wide local cluster for tests marked `cluster` (all of integration/ and e2e/).
+"""Session-wide local cluster for tests marked `cluster` (all of integration/, faults/
+and e2e/).
 
 Set TUNEGATE_CLUSTER=<state-dir>/cluster.json to reuse one started by `make cluster`.
 """
@@ -28,7 +29,7 @@ _running: LocalCluster | None = None
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         parts = Path(str(item.fspath)).parts
-        if "integration" in parts or "e2e" in parts:
+        if {"integration", "e2e", "faults"} & set(parts):
             item.add_marker(pytest.mark.cluster)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from kube_helpers import BUCKET, SMALL_MODEL, put_json
+from tunegate_cluster.kube_helpers import BUCKET, SMALL_MODEL, put_json
 from tunegate_cluster.object_store import S3Access
 from tunegate_operator.planner.shapes import LLAMA_2_7B
 from tunegate_operator.s3_io import S3, _client

@@ -3,7 +3,6 @@ it by writing results.json; promotion really copies objects in the S3 server."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -16,161 +15,27 @@ from typing import Any
 import pytest
 import yaml
 
-from kube_helpers import (
+from tunegate_cluster.cluster import ClusterInfo
+from tunegate_cluster.gate_play import (
+    FORGETFUL,
+    GOOD,
+    gate,
+    play_eval_pod,
+    served_bytes,
+    source_bytes,
+    succeeded_run,
+    wait_phase_of,
+)
+from tunegate_cluster.kube_helpers import (
     BUCKET,
     apply,
     condition,
-    ftj,
     get,
     items,
-    manifest_document,
-    put_json,
     wait_job,
-    wait_phase,
 )
-from tunegate_cluster.cluster import ClusterInfo
 from tunegate_cluster.processes import wait_until
-from tunegate_contract.digest import tree_digest
-from tunegate_contract.eval_results import EvalResults
 from tunegate_operator.promotion import promote
-
-# role -> (base rate, shift): the candidate is the base's per-item scores with a
-# `shift` fraction flipped towards better (+) or worse (-), plus 1% noise: paired data.
-GOOD = {"target": (0.3, 0.6), "retention": (0.8, 0.0), "safety": (0.9, 0.0)}
-FORGETFUL = {"target": (0.3, 0.6), "retention": (0.8, -0.6), "safety": (0.9, 0.0)}
-
-
-def succeeded_run(cluster: ClusterInfo, s3: Any, namespace: str, prefix: str, name: str) -> str:
-    """A FineTuneJob that Succeeded with a real adapter and manifest in S3."""
-    apply(cluster, namespace, ftj(name, prefix, audit={"mode": "off"}))
-    wait_job(cluster, namespace, f"{name}-train-1")
-    out = f"{prefix}/out/{name}"
-    files = {
-        "adapter_config.json": json.dumps({"r": 8, "name": name}).encode(),
-        "adapter_model.safetensors": os.urandom(4096),
-    }
-    for file, body in files.items():
-        s3.put_object(Bucket=BUCKET, Key=f"{out}/adapter/{file}", Body=body)
-    digests = {f: hashlib.sha256(b).hexdigest() for f, b in files.items()}
-    adapter = f"s3://{BUCKET}/{out}/adapter"
-    document = manifest_document(
-        adapter, sha256=tree_digest(digests), files=digests, trainable=4096, loss=0.5
-    )
-    put_json(s3, f"{out}/manifest.json", document)
-    wait_phase(cluster, namespace, name, "Succeeded")
-    return f"s3://{BUCKET}/{out}/adapter"
-
-
-def gate(
-    name: str, run: str, promotion: str, *, mode: str = "auto", **extra: Any
-) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "apiVersion": "tunegate.dev/v1alpha1",
-        "kind": "EvalGate",
-        "metadata": {"name": name},
-        "spec": {
-            "candidate": {"fineTuneJobRef": {"name": run}},
-            "suites": [
-                {
-                    "name": "task",
-                    "role": "target",
-                    "dataset": "s3://data/t.jsonl",
-                    "metric": "multipleChoiceAccuracy",
-                    "minImprovement": 0.1,
-                },
-                {
-                    "name": "general",
-                    "role": "retention",
-                    "dataset": "s3://data/g.jsonl",
-                    "metric": "multipleChoiceAccuracy",
-                    "maxRegression": 0.05,
-                },
-                {
-                    "name": "drift",
-                    "role": "drift",
-                    "dataset": "s3://data/r.jsonl",
-                    "metric": "kl",
-                    "maxKL": 0.2,
-                },
-                {
-                    "name": "safety",
-                    "role": "safety",
-                    "dataset": "s3://data/s.jsonl",
-                    "metric": "refusal",
-                    "maxRegression": 0.05,
-                },
-            ],
-            "bootstrapSamples": 500,
-            "promotion": {"mode": mode, "uri": promotion, "configMap": f"{name}-serving"},
-            "resources": {"gpus": 0, "nodeSelector": {"tunegate.dev/pool": "cpu"}},
-        },
-    }
-    body["spec"].update(extra)
-    return body
-
-
-def play_eval_pod(
-    cluster: ClusterInfo,
-    s3: Any,
-    namespace: str,
-    name: str,
-    rates: dict[str, tuple[float, float]],
-    *,
-    job_name: str | None = None,
-    timeout: float = 60,
-) -> dict[str, Any]:
-    """Write the per-item scores the eval pod would have written."""
-    import numpy as np
-
-    job = wait_job(cluster, namespace, job_name or f"{name}-eval-1", timeout=timeout)
-    container = job["spec"]["template"]["spec"]["containers"][0]
-    assert container["command"][-1] == "eval"
-    assert "nvidia.com/gpu" not in json.dumps(container["resources"])
-    config = json.loads(
-        next(e["value"] for e in container["env"] if e["name"] == "TUNEGATE_EVAL_CONFIG")
-    )
-    rng = np.random.default_rng(0)
-    suites = []
-    for suite in config["suites"]:
-        if suite["metric"] == "kl":
-            suites.append(
-                {
-                    "name": suite["name"],
-                    "role": suite["role"],
-                    "metric": "kl",
-                    "items": 300,
-                    "base": [],
-                    "candidate": list(rng.exponential(0.02, 300)),
-                }
-            )
-            continue
-        base_rate, shift = rates[suite["role"]]
-        base = (rng.random(400) < base_rate).astype(float)
-        candidate = base.copy()
-        flip = rng.random(400) < abs(shift)
-        candidate[flip & (base == (0.0 if shift > 0 else 1.0))] = 1.0 if shift > 0 else 0.0
-        noise = rng.random(400) < 0.01
-        candidate[noise] = 1.0 - candidate[noise]
-        suites.append(
-            {
-                "name": suite["name"],
-                "role": suite["role"],
-                "metric": suite["metric"],
-                "items": 400,
-                "base": list(base),
-                "candidate": list(candidate),
-            }
-        )
-    key = config["results"].removeprefix(f"s3://{BUCKET}/")
-    results = EvalResults(
-        gate=config["gate"],
-        base_model=config["base_model"]["uri"],
-        adapter=config["adapter"],
-        suites=suites,
-        created_at="2026-01-01T00:00:00Z",
-    )
-    s3.put_object(Bucket=BUCKET, Key=key, Body=json.dumps(results.to_json()).encode())
-    return config
 
 
 def test_passing_gate_promotes_with_verified_copy_history_and_configmap(
@@ -485,22 +350,6 @@ def test_scheduled_reevaluation_that_fails_restores_the_previous_version(
     assert again["phase"] == "RolledBack" and again["promoted"]["sha256"] == first_sha
 
 
-def source_bytes(s3: Any, adapter: str) -> dict[str, bytes]:
-    prefix = adapter.removeprefix(f"s3://{BUCKET}/") + "/"
-    listed = s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix)["Contents"]
-    return {
-        o["Key"][len(prefix) :]: s3.get_object(Bucket=BUCKET, Key=o["Key"])["Body"].read()
-        for o in listed
-    }
-
-
-def served_bytes(s3: Any, promotion: str) -> dict[str, bytes]:
-    """What a server loads: the version promotion.json names, and only its files."""
-    key = f"{promotion.removeprefix(f's3://{BUCKET}/')}/promotion.json"
-    pointer = json.loads(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())["current"]
-    return source_bytes(s3, pointer["uri"])
-
-
 SHA_KEY = "tunegate.dev/adapter-sha256"
 # The vLLM filesystem-resolver recipe: the pod template's annotations change, the
 # Deployment rolls out, and the init container fetches ADAPTER_URI (downward API).
@@ -642,17 +491,3 @@ def plugin(cluster: ClusterInfo, *args: str) -> subprocess.CompletedProcess[str]
         timeout=120,
         check=False,
     )
-
-
-def wait_phase_of(
-    cluster: ClusterInfo, namespace: str, name: str, phase: str, timeout: float = 60
-) -> dict[str, Any]:
-    def status() -> dict[str, Any]:
-        return dict(get(cluster, namespace, "evalgate", name).get("status") or {})
-
-    wait_until(
-        lambda: status().get("phase") == phase,
-        timeout=timeout,
-        what=lambda: f"evalgate {name} phase {phase} (now {status()})",
-    )
-    return status()

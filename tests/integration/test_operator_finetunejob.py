@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from kube_helpers import (
+from tunegate_cluster.cluster import ClusterInfo
+from tunegate_cluster.kube_helpers import (
     BUCKET,
     apply,
     condition,
@@ -27,7 +28,6 @@ from kube_helpers import (
     wait_phase,
     write_manifest,
 )
-from tunegate_cluster.cluster import ClusterInfo
 from tunegate_cluster.operator_process import TRAINER_IDENTITY, TRAINER_SERVICE_ACCOUNT
 from tunegate_cluster.processes import wait_until
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from kube_helpers import BUCKET
+from tunegate_cluster.kube_helpers import BUCKET
 from tunegate_contract.digest import tree_digest
 from tunegate_contract.promotion_record import POINTER_LAYOUT
 from tunegate_operator.promotion import (

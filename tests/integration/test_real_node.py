@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from kube_helpers import BUCKET, apply, items, status
 from tiny_model import build_tiny_model, chat_rows, jsonl, upload_dir
 from tunegate_cluster import chart
 from tunegate_cluster.cluster import ClusterInfo
+from tunegate_cluster.kube_helpers import BUCKET, apply, items, status
 from tunegate_cluster.node_pools import GPU_TOLERATION, POOL_LABEL
 from tunegate_cluster.processes import wait_until
 from tunegate_cluster.real_node_config import REAL_POOL

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -107,15 +108,29 @@ def parse_row(row: Row, *, format: str, fields: FieldNames, source: str) -> Exam
         raise DataError(f"{row.where}: {exc}") from None
 
 
+# Readers decode with errors="surrogateescape": each byte that is not UTF-8 survives as
+# one of these, so the row is reported rather than trained on with U+FFFD in it.
+_UNDECODABLE = re.compile("[\udc80-\udcff]")
+
+
 def parse_lines(lines: Iterable[tuple[str, int, str]]) -> Iterator[Row | DataError]:
     for uri, number, line in lines:
         if not line.strip():
             continue
         where = f"{uri}:{number}"
+        if bad := _UNDECODABLE.search(line):
+            byte = ord(bad.group()) - 0xDC00
+            yield DataError(
+                f"{where}: not valid UTF-8 (byte 0x{byte:02x} at column {bad.start() + 1})"
+            )
+            continue
         try:
             value = json.loads(line)
         except json.JSONDecodeError as exc:
             yield DataError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})")
+            continue
+        except RecursionError:
+            yield DataError(f"{where}: JSON nested too deeply to read")
             continue
         if not isinstance(value, dict):
             yield DataError(f"{where}: expected a JSON object, got {type(value).__name__}")
@@ -124,8 +139,9 @@ def parse_lines(lines: Iterable[tuple[str, int, str]]) -> Iterator[Row | DataErr
 
 
 def examples_from(
-    lines: Iterable[tuple[str, int, str]], *, data: RowParsing, source: str
+    lines: Iterable[tuple[str, int, str]], *, data: RowParsing, source: str, origin: str = ""
 ) -> Loaded:
+    """The rows of `origin` (the dataset's URI, for messages) as examples."""
     loaded = Loaded([], [])
     for item in parse_lines(lines):
         try:
@@ -139,7 +155,12 @@ def examples_from(
                 raise
             loaded.skipped.append(str(exc))
     if not loaded.examples:
-        raise DataError(f"no usable {source} examples")
+        why = (
+            f"all {len(loaded.skipped)} rows were skipped, the first: {loaded.skipped[0]}"
+            if loaded.skipped
+            else "it has no rows"
+        )
+        raise DataError(f"{origin or 'the dataset'}: no usable {source} examples ({why})")
     return loaded
 
 
@@ -180,11 +201,16 @@ class Datasets:
 
 
 def load_datasets(store: Store, data: Data, *, seed: int) -> Datasets:
-    train = examples_from(store.iter_lines(data.train), data=data, source="train")
+    train = examples_from(
+        store.iter_lines(data.train), data=data, source="train", origin=data.train
+    )
     skipped = list(train.skipped)
     if data.validation:
         validation_rows = examples_from(
-            store.iter_lines(data.validation), data=data, source="validation"
+            store.iter_lines(data.validation),
+            data=data,
+            source="validation",
+            origin=data.validation,
         )
         skipped += validation_rows.skipped
         training, validation = train.examples, validation_rows.examples
@@ -193,7 +219,12 @@ def load_datasets(store: Store, data: Data, *, seed: int) -> Datasets:
             train.examples, fraction=data.validation_split, seed=seed
         )
     if data.replay:
-        replay = examples_from(store.iter_lines(data.replay.dataset), data=data, source="replay")
+        replay = examples_from(
+            store.iter_lines(data.replay.dataset),
+            data=data,
+            source="replay",
+            origin=data.replay.dataset,
+        )
         skipped += replay.skipped
         training = mix_replay(training, replay.examples, ratio=data.replay.ratio, seed=seed)
     return Datasets(training, validation, skipped)

@@ -30,6 +30,7 @@ from tunegate_contract.base import now_rfc3339
 from tunegate_contract.eval_config import EvalConfig, Suite
 from tunegate_contract.eval_results import EvalResults, ScoredSuite
 from tunegate_trainer.data import DataError, parse_lines
+from tunegate_trainer.eval_items import checked_items
 from tunegate_trainer.modeling import DTYPES, fetch_model, load_tokenizer
 from tunegate_trainer.refusal import is_refusal
 from tunegate_trainer.storage import Store
@@ -164,19 +165,6 @@ class Scorer:
         ]
 
 
-def _items(store: Store, suite: Suite) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = []
-    for row in parse_lines(store.iter_lines(suite.dataset)):
-        if isinstance(row, DataError):
-            raise DataError(f"suite {suite.name}: {row}")
-        items.append(row.value)
-        if suite.max_items and len(items) >= suite.max_items:
-            break
-    if not items:
-        raise DataError(f"suite {suite.name}: {suite.dataset} has no items")
-    return items
-
-
 def score_suite(scorer: Scorer, suite: Suite, items: list[dict[str, Any]]) -> ScoredSuite:
     groups = item_groups(suite, items)  # before scoring: a missing key fails fast
     if suite.metric == "kl":
@@ -285,11 +273,17 @@ def load_scorer(store: Store, config: EvalConfig, workdir: Path) -> Scorer:
 
 def run(config: EvalConfig, store: Store, *, workdir: Path) -> EvalResults:
     torch.manual_seed(0)
+    # Every item is read and checked before the model loads: a malformed one costs
+    # seconds, not a model download.
+    items = {
+        suite.name: checked_items(suite, parse_lines(store.iter_lines(suite.dataset)))
+        for suite in config.suites
+    }
     scorer = load_scorer(store, config, workdir)
     suites = []
     for suite in config.suites:
         started = time.monotonic()
-        suites.append(score_suite(scorer, suite, _items(store, suite)))
+        suites.append(score_suite(scorer, suite, items[suite.name]))
         log.info(
             "suite %s (%s): %d items scored on both sides in %.1fs",
             suite.name,

@@ -196,7 +196,8 @@ class Store:
             raise StorageError(f"{uri}: no such object or prefix")
         for obj in objects:
             for number, raw in enumerate(self._raw_lines(obj), start=1):
-                yield obj, number, raw.decode("utf-8", errors="replace").rstrip("\r")
+                # parse_lines reports the row a byte that is not UTF-8 escapes into.
+                yield obj, number, raw.decode("utf-8", errors="surrogateescape").rstrip("\r")
 
     def _raw_lines(self, uri: str) -> Iterator[bytes]:
         if not uri.startswith("s3://"):

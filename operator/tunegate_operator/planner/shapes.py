@@ -63,23 +63,45 @@ class ModelShape:
         return self.layers * per_block
 
 
+# Far beyond any published model (vocabularies reach 256k, hidden sizes 16k): a config
+# past it is a typo, and the memory plan from it would mean nothing.
+MAX_DIMENSION = 1 << 24
+
+
+def _dimension(config: Mapping[str, Any], key: str) -> int:
+    value = config.get(key)
+    if value is None:
+        raise ConfigError(f"model config.json has no {key!r}")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(
+            f"model config.json {key!r} must be a whole number, not {type(value).__name__}"
+        )
+    if not 1 <= value <= MAX_DIMENSION:
+        raise ConfigError(f"model config.json {key!r} is {value}; expected 1 to {MAX_DIMENSION}")
+    return value
+
+
 def shape_from_hf_config(config: Mapping[str, Any]) -> ModelShape:
     """Read the Llama/Mistral/Qwen-style keys of a config.json."""
-    try:
-        hidden = int(config["hidden_size"])
-        layers = int(config["num_hidden_layers"])
-        heads = int(config["num_attention_heads"])
-        intermediate = int(config["intermediate_size"])
-        vocab = int(config["vocab_size"])
-    except KeyError as missing:
-        raise ConfigError(f"model config.json has no {missing.args[0]!r}") from None
+    if not isinstance(config, Mapping):
+        raise ConfigError(f"model config.json holds a {type(config).__name__}, not an object")
+    hidden = _dimension(config, "hidden_size")
+    layers = _dimension(config, "num_hidden_layers")
+    heads = _dimension(config, "num_attention_heads")
+    intermediate = _dimension(config, "intermediate_size")
+    vocab = _dimension(config, "vocab_size")
+    kv_heads = (
+        heads
+        if config.get("num_key_value_heads") is None
+        else _dimension(config, "num_key_value_heads")
+    )
     return ModelShape(
         hidden=hidden,
         layers=layers,
         intermediate=intermediate,
         vocab=vocab,
         heads=heads,
-        kv_heads=int(config.get("num_key_value_heads") or heads),
+        kv_heads=kv_heads,
         tied_embeddings=bool(config.get("tie_word_embeddings", False)),
     )
 

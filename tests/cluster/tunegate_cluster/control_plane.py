@@ -119,6 +119,7 @@ def start_control_plane(
             "--unsafe-no-fsync",
             "--log-level=warn",
         ],
+        restart=True,
     )
     wait_until(lambda: _http_ok(f"{etcd_url}/health"), timeout=30, what="etcd /health")
 
@@ -155,6 +156,7 @@ def start_control_plane(
                 else []
             ),
         ],
+        restart=True,
     )
     url = f"https://{host}:{api_port}"
     ca_file = cert_dir / "apiserver.crt"

@@ -12,6 +12,7 @@ import ctypes
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -73,11 +74,20 @@ class Component:
     name: str
     proc: subprocess.Popen[bytes]
     log_path: Path
+    restarts: int = 0
+    stopping: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+# As a kubelet restarts a static pod's container: soon, but not in a tight loop.
+RESTART_DELAY_SECONDS = 1.0
 
 
 @dataclass
 class ProcessGroup:
-    """Components started in order and stopped in reverse order."""
+    """Components started in order and stopped in reverse order. A component started
+    with `restart=True` is started again whenever it exits, as a control plane's static
+    pods are; its current pid is kept in `<log_dir>/<name>.pid` for fault injection."""
 
     log_dir: Path
     components: list[Component] = field(default_factory=list)
@@ -89,16 +99,45 @@ class ProcessGroup:
         *,
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
+        restart: bool = False,
     ) -> Component:
         log_path = self.log_dir / f"{name}.log"
         component = Component(name, spawn(argv, log_path=log_path, env=env, cwd=cwd), log_path)
         self.components.append(component)
+        if restart:
+            self._write_pid(component)
+
+            def respawn() -> subprocess.Popen[bytes]:
+                return spawn(argv, log_path=log_path, env=env, cwd=cwd)
+
+            threading.Thread(target=self._supervise, args=(component, respawn), daemon=True).start()
         return component
+
+    def pid_file(self, name: str) -> Path:
+        return self.log_dir / f"{name}.pid"
+
+    def _write_pid(self, component: Component) -> None:
+        self.pid_file(component.name).write_text(f"{component.proc.pid}\n")
+
+    def _supervise(
+        self, component: Component, respawn: Callable[[], subprocess.Popen[bytes]]
+    ) -> None:
+        while True:
+            component.proc.wait()
+            time.sleep(RESTART_DELAY_SECONDS)
+            with component.lock:  # never a new process after stop_last took the old one
+                if component.stopping:
+                    return
+                component.proc = respawn()
+                component.restarts += 1
+                self._write_pid(component)
 
     def check_alive(self) -> None:
         for component in self.components:
             code = component.proc.poll()
-            if code is not None:
+            if code is not None and not component.stopping:
+                if self.pid_file(component.name).exists():
+                    continue  # supervised: it is being started again
                 raise RuntimeError(
                     f"{component.name} exited with code {code}; "
                     f"last log lines:\n{tail(component.log_path)}"
@@ -110,7 +149,10 @@ class ProcessGroup:
 
     def stop_last(self, *, grace_seconds: float = 10.0) -> None:
         component = self.components.pop()
+        with component.lock:
+            component.stopping = True
         terminate_group(component.proc, grace_seconds=grace_seconds)
+        self.pid_file(component.name).unlink(missing_ok=True)
 
     def logs_summary(self, *, lines: int = 25) -> str:
         return "\n".join(

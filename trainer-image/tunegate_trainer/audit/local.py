@@ -46,7 +46,7 @@ def read_lines(source: str) -> Iterator[tuple[str, int, str]]:
     else:
         raise DataError(f"{source}: no such file or folder")
     for file in files:
-        with file.open(encoding="utf-8", errors="replace") as lines:
+        with file.open(encoding="utf-8", errors="surrogateescape") as lines:
             for number, line in enumerate(lines, start=1):
                 yield str(file), number, line.rstrip("\n")
 

@@ -96,19 +96,20 @@ def manifest_document(
     adapter_uri: str, *, sha256: str, files: dict[str, str], trainable: int, loss: float
 ) -> dict[str, Any]:
     """A complete manifest as the trainer writes it (through the same model)."""
-    return Manifest(
-        run={"namespace": "it", "name": "run", "uid": "uid", "attempt": 1},
-        base_model={"uri": "s3://models/base", "sha256": "0" * 64},
-        datasets={},
-        method="lora",
-        hyperparameters={},
-        trainable_parameters=trainable,
-        total_parameters=trainable * 10,
-        final_metrics={"train_loss": loss + 0.5, "last_loss": loss},
-        code_version="test",
-        adapter={"uri": adapter_uri, "sha256": sha256, "size_bytes": 1234, "files": files},
-        created_at="2026-01-01T00:00:00Z",
-    ).to_json()
+    document = {
+        "run": {"namespace": "it", "name": "run", "uid": "uid", "attempt": 1},
+        "base_model": {"uri": "s3://models/base", "sha256": "0" * 64},
+        "datasets": {},
+        "method": "lora",
+        "hyperparameters": {},
+        "trainable_parameters": trainable,
+        "total_parameters": trainable * 10,
+        "final_metrics": {"train_loss": loss + 0.5, "last_loss": loss},
+        "code_version": "test",
+        "adapter": {"uri": adapter_uri, "sha256": sha256, "size_bytes": 1234, "files": files},
+        "created_at": "2026-01-01T00:00:00Z",
+    }
+    return Manifest.parse(document, where="the test's manifest").to_json()
 
 
 def write_manifest(s3: Any, prefix: str, name: str) -> None:
