@@ -14,6 +14,16 @@ from tunegate_operator.kubectl_plugin import main
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.fixture(autouse=True)
+def no_s3_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A laptop without S3 credentials, whatever an earlier test left in the environment:
+    with credentials, the demo manifest's s3:// model and replay set would be read."""
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+
+
 def test_clean_data_passes_with_status_zero(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -4,7 +4,6 @@ tests/faults assert no violation; `python -m benchmarks faults` prints the table
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import re
@@ -28,6 +27,7 @@ from tunegate_cluster.fleet import (
     finished,
     phases,
     read_snapshot,
+    running_jobs,
 )
 from tunegate_cluster.invariants import violations
 from tunegate_cluster.kube_helpers import BUCKET, apply, fail_pods, put_json
@@ -112,8 +112,7 @@ def operator_killed(times: int) -> Callable[[Scene], None]:
         for _ in range(times):
             if scene.wait(scene.rng.uniform(0.5, 5.0)):
                 return
-            scene.operator.kill()  # SIGKILL, then restarted at once, as a Deployment does
-            scene.operator.start()
+            scene.operator.kill()  # SIGKILL; run_case starts it again, as a Deployment would
             scene.injected += 1
             scene.cleared()
 
@@ -126,7 +125,7 @@ def s3_down_during(request: str, *, seconds: float) -> Callable[[Scene], None]:
 
     def inject(scene: Scene) -> None:
         tripped = threading.Event()
-        scene.proxy.arm(re.compile(request.encode()), Fault.DOWN, tripped)
+        scene.proxy.arm(re.compile(request.encode(), re.MULTILINE), Fault.DOWN, tripped)
         if not scene.wait_for(tripped.is_set, poll=0.05):
             scene.notes.append(f"no request matched {request}")
             return
@@ -186,7 +185,7 @@ def pod_killed(kind: str) -> Callable[[Scene], None]:
         target: list[str] = []
 
         def running_unwritten() -> bool:
-            for job in _active_jobs(scene):
+            for job in sorted(running_jobs(scene.cluster, scene.namespace) or ()):
                 left = scene.player.seconds_to_write(job)
                 if job.endswith(f"-{kind}-1") and left is not None and left > 3:
                     target.append(job)
@@ -203,17 +202,6 @@ def pod_killed(kind: str) -> Callable[[Scene], None]:
         scene.cleared()
 
     return inject
-
-
-def _active_jobs(scene: Scene) -> list[str]:
-    listed = scene.cluster.kubectl("get", "jobs", "-n", scene.namespace, "-o", "json")
-    if listed.returncode != 0:
-        return []
-    return [
-        job["metadata"]["name"]
-        for job in json.loads(listed.stdout)["items"]
-        if job["status"].get("active")
-    ]
 
 
 CASES = [
@@ -296,6 +284,10 @@ def run_case(
             deadline = started + FLEET_TIMEOUT_SECONDS
             done = False
             while time.monotonic() < deadline:
+                # Restarted from this thread: a child dies with the thread that started it
+                # (PR_SET_PDEATHSIG), and the injector's thread ends before the case does.
+                if operator.proc is not None and operator.proc.poll() is not None:
+                    operator.start()
                 player.step()
                 expected = plan.expected(scene.attempts)
                 if finished(cluster, namespace, expected) and not injector.is_alive():

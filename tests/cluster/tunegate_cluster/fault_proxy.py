@@ -49,12 +49,14 @@ class FaultProxy:
     def inject(self, fault: Fault) -> None:
         with self._lock:
             self.fault = fault
-            if fault in (Fault.DOWN, Fault.RESET):
-                self._cut_open_connections()
+            # The listener goes before the open connections are cut: a client that sees
+            # its connection cut and reconnects at once must find nothing listening.
             if fault is Fault.DOWN and self._listener is not None:
                 _stop_listening(self._listener)
                 self._listener = None
-            elif fault is not Fault.DOWN and self._listener is None:
+            if fault in (Fault.DOWN, Fault.RESET):
+                self._cut_open_connections()
+            if fault is not Fault.DOWN and self._listener is None:
                 self._listen_on(self.port)
 
     def arm(self, request: re.Pattern[bytes], fault: Fault, tripped: threading.Event) -> None:
@@ -121,6 +123,11 @@ class FaultProxy:
             _reset(client)
             return
         with self._lock:
+            # accepted just before a fault came in: it must not get through
+            if self.fault in (Fault.DOWN, Fault.RESET):
+                for sock in (client, server):
+                    _reset(sock)
+                return
             self._open.update((client, server))
         pumps = [
             threading.Thread(target=self._pump, args=(client, server, True), daemon=True),
@@ -155,8 +162,8 @@ class FaultProxy:
             if armed is None or not armed[0].search(chunk):
                 return False
             self._armed = None
+        armed[2].set()  # before the cut, so the client that sees the cut also sees this
         self.inject(armed[1])
-        armed[2].set()
         return True
 
 

@@ -124,14 +124,15 @@ class Player:
 
     def step(self) -> None:
         listed = self.cluster.kubectl("get", "jobs", "-n", self.namespace, "-o", "json")
-        if listed.returncode != 0:
+        running = running_jobs(self.cluster, self.namespace)
+        if listed.returncode != 0 or running is None:
             return  # the API server is away; pods keep working, the player waits
         now = time.monotonic()
         for job in json.loads(listed.stdout)["items"]:
             name = job["metadata"]["name"]
             parsed = _JOB.match(name)
-            # Only a running pod writes: a failed attempt's Job stays listed.
-            if name in self._played or parsed is None or not job["status"].get("active"):
+            # Only a running pod writes: not a pending one, nor a failed attempt's.
+            if name in self._played or parsed is None or name not in running:
                 continue
             due = self._due.setdefault(name, now + self._duration(parsed["kind"]))
             if now < due:
@@ -166,6 +167,18 @@ class Player:
             self.written_adapters[owner] = sha256
         else:
             write_eval_results(self.s3, job, self.plan.rates(owner))
+
+
+def running_jobs(cluster: ClusterInfo, namespace: str) -> set[str] | None:
+    """Jobs with a pod Running now, or None while the API cannot say."""
+    listed = cluster.kubectl("get", "pods", "-n", namespace, "-o", "json")
+    if listed.returncode != 0:
+        return None
+    return {
+        pod["metadata"].get("labels", {}).get("job-name", "")
+        for pod in json.loads(listed.stdout)["items"]
+        if pod["status"].get("phase") == "Running" and not pod["metadata"].get("deletionTimestamp")
+    }
 
 
 def phases(cluster: ClusterInfo, namespace: str) -> dict[str, str | None] | None:
