@@ -137,6 +137,7 @@ def _run(body: kopf.Body | dict[str, Any], runtime: Runtime) -> None:
     meta = body["metadata"]
     uid = meta["uid"]
     with runtime.locks(uid):
+        metrics.RECONCILES.labels("FineTuneJob").inc()
         kube = runtime.kube
         fresh = kube.read_ftj(meta["namespace"], meta["name"])
         if fresh is None or fresh["metadata"].get("deletionTimestamp"):
@@ -188,6 +189,7 @@ def child_job_changed(body: kopf.Body, namespace: str | None, memo: kopf.Memo, *
 
 def _run_gate(namespace: str, name: str, uid: str, runtime: Runtime) -> None:
     with runtime.locks(uid):
+        metrics.RECONCILES.labels("EvalGate").inc()
         kube = runtime.kube
         fresh = kube.read_custom("evalgates", namespace, name)
         if fresh is None or fresh["metadata"].get("deletionTimestamp"):

@@ -12,6 +12,7 @@ from kubernetes import client, config
 from kubernetes.client import ApiException
 
 from tunegate_contract.base import parse_rfc3339
+from tunegate_operator import metrics
 from tunegate_operator.api.common import GPU_RESOURCE, GROUP, VERSION
 from tunegate_operator.api.names import ATTEMPT_LABEL, COMPONENT_LABEL, FTJ_LABEL
 from tunegate_operator.builders.jobs import Names
@@ -45,6 +46,15 @@ def _refusal(exc: ApiException, namespace: str) -> str:
     return f"refused ({exc.status}): {message}"
 
 
+class _CountingApiClient(client.ApiClient):
+    """Counts every request by verb (tunegate_api_requests_total): how many requests a
+    reconcile costs is what decides how far the operator scales."""
+
+    def call_api(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        metrics.API_REQUESTS.labels(method).inc()
+        return super().call_api(method, *args, **kwargs)
+
+
 class Kube:
     def __init__(self, api_client: client.ApiClient | None = None) -> None:
         if api_client is None:
@@ -52,7 +62,7 @@ class Kube:
                 config.load_incluster_config()
             except config.ConfigException:
                 config.load_kube_config()
-            api_client = client.ApiClient()
+            api_client = _CountingApiClient()
         self.api_client = api_client
         self.core = client.CoreV1Api(api_client)
         self.batch = client.BatchV1Api(api_client)

@@ -12,6 +12,12 @@ from prometheus_client.registry import Collector
 RECONCILE_ERRORS = Counter(
     "tunegate_reconcile_errors_total", "Reconciliations that raised", ["kind", "reason"]
 )
+RECONCILES = Counter("tunegate_reconciles_total", "Reconciliations run", ["kind"])
+API_REQUESTS = Counter(
+    "tunegate_api_requests_total",
+    "Requests the reconcilers sent to the Kubernetes API (kopf's watches not included)",
+    ["verb"],
+)
 APPLY_TO_POD = Histogram(
     "tunegate_apply_to_pod_seconds",
     "From FineTuneJob creation to its first training pod existing",

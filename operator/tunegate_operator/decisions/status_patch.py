@@ -36,6 +36,18 @@ def status_changed(current: Mapping[str, Any], desired: Mapping[str, Any]) -> bo
         elif key == "completionTime":
             if not current.get(key):
                 return True
-        elif current.get(key) != value:
+        elif _stored(current.get(key)) != _stored(value):
             return True
     return False
+
+
+def _stored(value: Any) -> Any:
+    """A value as the API server stores it: no field of our CRDs is nullable, so every
+    null goes (a merge patch removes the key; pruning drops it inside lists). A desired
+    `{"previous": None}` equals a stored object without `previous`; compared raw, the
+    same patch went out on every tick."""
+    if isinstance(value, Mapping):
+        return {k: _stored(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_stored(v) for v in value]
+    return value

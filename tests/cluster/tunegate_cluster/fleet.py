@@ -25,7 +25,7 @@ from tunegate_cluster.gate_play import (
     write_trained_adapter,
 )
 from tunegate_cluster.invariants import Expected, Snapshot
-from tunegate_cluster.kube_helpers import BUCKET, ftj, put_json
+from tunegate_cluster.kube_helpers import BUCKET, end_pod, ftj, put_json
 
 # A planted credential: it must never surface in a status, an event or a log.
 CREDENTIALS_SECRET = "fleet-s3"
@@ -118,6 +118,7 @@ class Player:
     failed_writes: int = 0
     _due: dict[str, float] = field(default_factory=dict)
     _played: set[str] = field(default_factory=set)
+    _exiting: dict[str, str] = field(default_factory=dict)  # pod -> its Job, written, not ended
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.plan.seed)
@@ -127,6 +128,7 @@ class Player:
         running = running_jobs(self.cluster, self.namespace)
         if listed.returncode != 0 or running is None:
             return  # the API server is away; pods keep working, the player waits
+        self._end_exiting_pods()
         now = time.monotonic()
         for job in json.loads(listed.stdout)["items"]:
             name = job["metadata"]["name"]
@@ -143,6 +145,15 @@ class Player:
                 self.failed_writes += 1
                 continue
             self._played.add(name)
+            self._exiting.update(dict.fromkeys(running[name], name))
+        self._end_exiting_pods()
+
+    def _end_exiting_pods(self) -> None:
+        """A pod exits 0 once it has written, freeing its node's GPUs for the next."""
+        for pod in list(self._exiting):
+            ended = end_pod(self.cluster, self.namespace, pod, 0)
+            if ended.returncode == 0 or "NotFound" in ended.stderr:
+                del self._exiting[pod]
 
     def seconds_to_write(self, job_name: str) -> float | None:
         """How long until the player writes for this Job; None once written or unseen."""
@@ -169,16 +180,19 @@ class Player:
             write_eval_results(self.s3, job, self.plan.rates(owner))
 
 
-def running_jobs(cluster: ClusterInfo, namespace: str) -> set[str] | None:
-    """Jobs with a pod Running now, or None while the API cannot say."""
+def running_jobs(cluster: ClusterInfo, namespace: str) -> dict[str, list[str]] | None:
+    """Jobs with a pod Running now, each with those pods' names, or None while the API
+    cannot say."""
     listed = cluster.kubectl("get", "pods", "-n", namespace, "-o", "json")
     if listed.returncode != 0:
         return None
-    return {
-        pod["metadata"].get("labels", {}).get("job-name", "")
-        for pod in json.loads(listed.stdout)["items"]
-        if pod["status"].get("phase") == "Running" and not pod["metadata"].get("deletionTimestamp")
-    }
+    running: dict[str, list[str]] = {}
+    for pod in json.loads(listed.stdout)["items"]:
+        meta = pod["metadata"]
+        if pod["status"].get("phase") == "Running" and not meta.get("deletionTimestamp"):
+            job = meta.get("labels", {}).get("job-name", "")
+            running.setdefault(job, []).append(meta["name"])
+    return running
 
 
 def phases(cluster: ClusterInfo, namespace: str) -> dict[str, str | None] | None:

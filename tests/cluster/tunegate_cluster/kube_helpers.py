@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from typing import Any
 
@@ -129,42 +130,49 @@ def fail_pods(cluster: ClusterInfo, namespace: str, job: str, exit_code: int, me
         what=f"pods of {job} running",
     )
     for pod in items(cluster, namespace, "pod", f"job-name={job}"):
-        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        patch = {
-            "status": {
-                "phase": "Failed",
-                "containerStatuses": [
-                    {
-                        "name": "train",
-                        "image": "x",
-                        "imageID": "",
-                        "ready": False,
-                        "restartCount": 0,
-                        "state": {
-                            "terminated": {
-                                "exitCode": exit_code,
-                                "reason": "Error",
-                                "message": message,
-                                "startedAt": now,
-                                "finishedAt": now,
-                            }
-                        },
-                    }
-                ],
-            }
-        }
-        result = cluster.kubectl(
-            "patch",
-            "pod",
-            pod["metadata"]["name"],
-            "-n",
-            namespace,
-            "--subresource=status",
-            "--type=strategic",
-            "-p",
-            json.dumps(patch),
-        )
+        result = end_pod(cluster, namespace, pod["metadata"]["name"], exit_code, message)
         assert result.returncode == 0, result.stderr
+
+
+def end_pod(
+    cluster: ClusterInfo, namespace: str, pod: str, exit_code: int, message: str = ""
+) -> subprocess.CompletedProcess[str]:
+    """Report the pod's container as exited with `exit_code`, as a kubelet does; kwok
+    keeps a pod Running until told."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    terminated = {
+        "exitCode": exit_code,
+        "reason": "Completed" if exit_code == 0 else "Error",
+        "message": message,
+        "startedAt": now,
+        "finishedAt": now,
+    }
+    patch = {
+        "status": {
+            "phase": "Succeeded" if exit_code == 0 else "Failed",
+            "containerStatuses": [
+                {
+                    "name": "train",
+                    "image": "x",
+                    "imageID": "",
+                    "ready": False,
+                    "restartCount": 0,
+                    "state": {"terminated": terminated},
+                }
+            ],
+        }
+    }
+    return cluster.kubectl(
+        "patch",
+        "pod",
+        pod,
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type=strategic",
+        "-p",
+        json.dumps(patch),
+    )
 
 
 def env_of(job: dict[str, Any]) -> dict[str, Any]:
