@@ -1,5 +1,6 @@
-"""`python -m benchmarks [name]` (`audit` also takes row counts): run the benchmarks;
-each prints ratios against a baseline measured in the same run."""
+"""`python -m benchmarks [name]` (`audit` also takes row counts, `load` the numbers of
+FineTuneJobs and EvalGates): run the benchmarks; each prints ratios against a baseline
+measured in the same run."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from benchmarks import (
     eval_speed,
     faults,
     finished_gates,
+    load,
     operator_latency,
     promotion,
     trainer_throughput,
@@ -23,14 +25,16 @@ BENCHMARKS = {
     "gates": finished_gates.main,
     "audit": audit_speed.main,
     "faults": faults.main,
+    "load": load.main,
 }
 
 
 def main() -> None:
     # `audit` takes row counts: python -m benchmarks audit 100000
-    if sys.argv[1:2] == ["audit"] and sys.argv[2:]:
-        print("== audit")
-        audit_speed.main([int(rows) for rows in sys.argv[2:]])
+    sized = {"audit": audit_speed.main, "load": load.main}
+    if sys.argv[1:2] and sys.argv[1] in sized and sys.argv[2:]:
+        print(f"== {sys.argv[1]}")
+        sized[sys.argv[1]]([int(size) for size in sys.argv[2:]])
         return
     wanted = sys.argv[1:] or list(BENCHMARKS)
     for name in wanted:

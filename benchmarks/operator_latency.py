@@ -27,9 +27,37 @@ COUNT = 100
 SMALL_MODEL = SMOLLM2_135M
 
 
-def _percentile(values: list[float], q: float) -> float:
+def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def bare_job(name: str, gpus: int = 1) -> dict[str, Any]:
+    """The baseline: a Job asking what a training pod asks, with no operator between."""
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name},
+        "spec": {
+            "backoffLimit": 0,
+            "template": {
+                "metadata": {"annotations": {"tunegate.dev/fake-duration": "1h"}},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "nodeSelector": {"tunegate.dev/pool": "a100-80g"},
+                    "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}],
+                    "containers": [
+                        {
+                            "name": "train",
+                            "image": "x",
+                            "command": ["train"],
+                            "resources": {"limits": {"nvidia.com/gpu": str(gpus)}},
+                        }
+                    ],
+                },
+            },
+        },
+    }
 
 
 def _first_pod_times(
@@ -51,7 +79,7 @@ def _first_pod_times(
             return
 
 
-def _measure(
+def apply_and_time_pods(
     info: ClusterInfo, api: client.CoreV1Api, namespace: str, manifests: list[Any], label: str
 ) -> list[float]:
     times: dict[str, float] = {}
@@ -97,34 +125,8 @@ def run(info: ClusterInfo) -> dict[str, float]:
     for namespace in ("bench-jobs", "bench-ftjs"):
         info.kubectl("create", "namespace", namespace)
 
-    jobs = [
-        {
-            "apiVersion": "batch/v1",
-            "kind": "Job",
-            "metadata": {"name": f"bare-{i}"},
-            "spec": {
-                "backoffLimit": 0,
-                "template": {
-                    "metadata": {"annotations": {"tunegate.dev/fake-duration": "1h"}},
-                    "spec": {
-                        "restartPolicy": "Never",
-                        "nodeSelector": {"tunegate.dev/pool": "a100-80g"},
-                        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}],
-                        "containers": [
-                            {
-                                "name": "train",
-                                "image": "x",
-                                "command": ["train"],
-                                "resources": {"limits": {"nvidia.com/gpu": "1"}},
-                            }
-                        ],
-                    },
-                },
-            },
-        }
-        for i in range(COUNT)
-    ]
-    baseline = _measure(info, api, "bench-jobs", jobs, "job-name")
+    jobs = [bare_job(f"bare-{i}") for i in range(COUNT)]
+    baseline = apply_and_time_pods(info, api, "bench-jobs", jobs, "job-name")
 
     log_dir = Path(tempfile.mkdtemp(prefix="tunegate-bench-"))
     operator = OperatorProcess(info, log_dir)
@@ -146,21 +148,23 @@ def run(info: ClusterInfo) -> dict[str, float]:
         for i in range(COUNT)
     ]
     try:
-        operator_times = _measure(info, api, "bench-ftjs", ftjs, "tunegate.dev/finetunejob")
+        operator_times = apply_and_time_pods(
+            info, api, "bench-ftjs", ftjs, "tunegate.dev/finetunejob"
+        )
         assert operator.proc is not None
-        rss_kib = _peak_rss_kib(operator.proc.pid)
+        rss_kib = peak_rss_kib(operator.proc.pid)
     finally:
         operator.stop()
     return {
         "bare_job_p50_s": statistics.median(baseline),
-        "bare_job_p95_s": _percentile(baseline, 0.95),
+        "bare_job_p95_s": percentile(baseline, 0.95),
         "finetunejob_p50_s": statistics.median(operator_times),
-        "finetunejob_p95_s": _percentile(operator_times, 0.95),
+        "finetunejob_p95_s": percentile(operator_times, 0.95),
         "operator_peak_rss_mib": rss_kib / 1024,
     }
 
 
-def _peak_rss_kib(pid: int) -> float:
+def peak_rss_kib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return float(line.split()[1])

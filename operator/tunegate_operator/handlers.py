@@ -22,6 +22,7 @@ from tunegate_contract.base import DocumentError, parse_rfc3339
 from tunegate_operator import metrics
 from tunegate_operator.api.common import GROUP, VERSION
 from tunegate_operator.api.names import FTJ_LABEL, GATE_LABEL
+from tunegate_operator.decisions.finetunejob import needs_ticks
 from tunegate_operator.decisions.vocabulary import Event
 from tunegate_operator.k8s_io import Kube
 from tunegate_operator.reconcile_evalgate import reconcile_evalgate
@@ -174,7 +175,12 @@ def finetunejob_changed(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, 
     _run(body, _runtime(memo))
 
 
-@kopf.timer(*FTJ, interval=5.0, sharp=False)
+def _ftj_needs_ticks(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
+    # kopf stops the timer when this turns false and starts it again when it turns true.
+    return needs_ticks(spec, status)
+
+
+@kopf.timer(*FTJ, interval=5.0, sharp=False, when=_ftj_needs_ticks)
 def finetunejob_tick(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     _run(body, _runtime(memo))
 

@@ -21,6 +21,7 @@ from tunegate_operator.decisions.finetunejob import (
     ManifestSummary,
     SetJobSuspended,
     decide_finetunejob,
+    needs_ticks,
     retry_delay,
 )
 from tunegate_operator.decisions.preflight import PreflightResult, Problem
@@ -408,3 +409,37 @@ def test_merge_keeps_transition_time_when_status_is_unchanged() -> None:
     assert same[0]["lastTransitionTime"] == "2026-11-29T11:00:00Z"
     assert same[0]["message"] == "b" and same[0]["observedGeneration"] == 2
     assert flipped[0]["lastTransitionTime"] == "2026-11-29T12:00:00Z"
+
+
+@pytest.mark.parametrize(
+    ("phase", "run_policy", "ticks"),
+    [
+        (None, {}, True),
+        ("Training", {}, True),
+        ("Auditing", {"ttlSecondsAfterFinished": 60}, True),
+        ("Succeeded", {}, False),
+        ("Failed", {"backoffLimit": 2}, False),
+        ("Succeeded", {"ttlSecondsAfterFinished": 0}, True),
+        ("Failed", {"ttlSecondsAfterFinished": 3600}, True),
+    ],
+)
+def test_only_a_run_in_flight_or_awaiting_its_ttl_is_reconciled_on_a_timer(
+    phase: str | None, run_policy: dict[str, int], ticks: bool
+) -> None:
+    status = {"phase": phase} if phase else {}
+    assert needs_ticks({"runPolicy": run_policy}, status) is ticks
+
+
+def test_success_records_the_attempt_that_wrote_it_even_if_it_was_never_recorded() -> None:
+    # The operator was killed after creating attempt 2's Job, before its status write.
+    decision = decide_finetunejob(
+        spec(),
+        observed(
+            audit_report=PASSED,
+            status={"phase": "Training", "attempts": 1},
+            train_jobs={1: failed("run-train-1"), 2: running("run-train-2")},
+            manifest=ManifestSummary("s3://out/run/adapter", "ab" * 32, 10, 4194304, 0.5),
+        ),
+    )
+    assert decision.phase == "Succeeded"
+    assert decision.status["attempts"] == 2

@@ -144,6 +144,15 @@ def _fail(
     )
 
 
+def needs_ticks(spec: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
+    """Whether a FineTuneJob needs the periodic reconcile: what pods write to S3 and
+    deadlines raise no watch event. A finished run needs it only for its children's TTL
+    clean-up; without one, a thousand finished runs cost no request at all."""
+    if status.get("phase") not in TERMINAL:
+        return True
+    return (spec.get("runPolicy") or {}).get("ttlSecondsAfterFinished") is not None
+
+
 def decide_finetunejob(
     spec: FineTuneJobSpec,
     observed: FineTuneJobObserved,
@@ -366,6 +375,9 @@ def _succeeded(
         ),
         status={
             **base_status,
+            # From the Jobs that exist, not an earlier write: an operator killed between
+            # creating attempt 1 and recording it must not finish with no attempt.
+            **({"attempts": max(observed.train_jobs)} if observed.train_jobs else {}),
             "adapter": {
                 "uri": m.uri,
                 "sha256": m.sha256,

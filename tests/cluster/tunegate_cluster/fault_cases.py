@@ -14,7 +14,6 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlparse
 
 from tunegate_cluster.cluster import ClusterInfo
@@ -23,17 +22,16 @@ from tunegate_cluster.fleet import (
     PLANTED_SECRET,
     FleetPlan,
     Player,
-    credentials_secret,
     finished,
     phases,
+    prepare_namespace,
     read_snapshot,
     running_jobs,
 )
 from tunegate_cluster.invariants import violations
-from tunegate_cluster.kube_helpers import BUCKET, apply, fail_pods, put_json
+from tunegate_cluster.kube_helpers import apply, fail_pods
 from tunegate_cluster.object_store import S3Access, s3_client
 from tunegate_cluster.operator_process import OperatorProcess
-from tunegate_operator.planner.shapes import SMOLLM2_135M
 
 # Long enough for the slowest case (a minute of S3 faults) with room to recover.
 FLEET_TIMEOUT_SECONDS = 420
@@ -257,7 +255,7 @@ def run_case(
                 proxy.endpoint, access.access_key, access.secret_key, access.bucket
             )
         direct, pods_s3 = s3_client(access), s3_client(pods_access)
-        _prepare(cluster, direct, namespace, prefix)
+        prepare_namespace(cluster, direct, namespace, prefix)
         operator = OperatorProcess(
             cluster,
             log_dir,
@@ -323,15 +321,6 @@ def run_case(
         notes=scene.notes
         + ([f"{player.failed_writes} pod writes retried"] if player.failed_writes else []),
     )
-
-
-def _prepare(cluster: ClusterInfo, s3: Any, namespace: str, prefix: str) -> None:
-    created = cluster.kubectl("create", "namespace", namespace)
-    if created.returncode != 0:
-        raise RuntimeError(f"creating namespace {namespace}: {created.stderr.strip()}")
-    apply(cluster, namespace, credentials_secret())
-    put_json(s3, f"{prefix}/model/config.json", SMOLLM2_135M)
-    s3.put_object(Bucket=BUCKET, Key=f"{prefix}/data/train.jsonl", Body=b'{"text": "hi"}\n')
 
 
 def table(results: list[CaseResult]) -> str:

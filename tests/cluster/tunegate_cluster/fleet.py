@@ -25,7 +25,8 @@ from tunegate_cluster.gate_play import (
     write_trained_adapter,
 )
 from tunegate_cluster.invariants import Expected, Snapshot
-from tunegate_cluster.kube_helpers import BUCKET, end_pod, ftj, put_json
+from tunegate_cluster.kube_helpers import BUCKET, apply, end_pod, ftj, put_json
+from tunegate_operator.planner.shapes import SMOLLM2_135M
 
 # A planted credential: it must never surface in a status, an event or a log.
 CREDENTIALS_SECRET = "fleet-s3"
@@ -89,6 +90,17 @@ class FleetPlan:
             for name in self.gate_names()
         ]
         return [*runs, *gates]
+
+
+def prepare_namespace(cluster: ClusterInfo, s3: Any, namespace: str, prefix: str) -> None:
+    """The namespace, its S3 credentials Secret, and the model config and data the
+    fleet's FineTuneJobs name."""
+    created = cluster.kubectl("create", "namespace", namespace)
+    if created.returncode != 0:
+        raise RuntimeError(f"creating namespace {namespace}: {created.stderr.strip()}")
+    apply(cluster, namespace, credentials_secret())
+    put_json(s3, f"{prefix}/model/config.json", SMOLLM2_135M)
+    s3.put_object(Bucket=BUCKET, Key=f"{prefix}/data/train.jsonl", Body=b'{"text": "hi"}\n')
 
 
 def credentials_secret() -> dict[str, Any]:
