@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     results: list[CaseResult] = []
-    with LocalCluster() as info:
+    with LocalCluster(real_node=False) as info:  # the fleet's pods are kwok's
         info.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
         for crd in ("finetunejobs.tunegate.dev", "evalgates.tunegate.dev"):
             info.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")

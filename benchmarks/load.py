@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import urllib3
 from kubernetes import client, config, watch
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -62,8 +63,8 @@ class FirstSeen:
                             self.out[name] = time.monotonic()
                         if self.stop.is_set():
                             return
-                except client.ApiException:
-                    time.sleep(1)
+                except (client.ApiException, urllib3.exceptions.HTTPError):
+                    time.sleep(1)  # the stream broke (or the cluster is going): watch again
 
         threading.Thread(target=loop, daemon=True).start()
 
