@@ -37,7 +37,7 @@ METRICS = {
 }
 
 
-def _cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int) -> float:
     """utime + stime of the process and its reaped children, in seconds."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = sum(int(fields[i]) for i in (11, 12, 13, 14))
@@ -45,9 +45,9 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def _per_minute(pid: int) -> float:
-    start = _cpu_seconds(pid)
+    start = cpu_seconds(pid)
     time.sleep(WINDOW_SECONDS)
-    return (_cpu_seconds(pid) - start) * 60 / WINDOW_SECONDS
+    return (cpu_seconds(pid) - start) * 60 / WINDOW_SECONDS
 
 
 def _results(rng: np.random.Generator, index: int, bucket: str) -> dict[str, Any]:

@@ -29,7 +29,8 @@ import urllib3
 from kubernetes import client, config, watch
 from prometheus_client.parser import text_string_to_metric_families
 
-from benchmarks.operator_latency import apply_and_time_pods, bare_job, peak_rss_kib, percentile
+from benchmarks.finished_gates import cpu_seconds
+from benchmarks.operator_latency import apply_and_time_pods, bare_job, memory_kib, percentile
 from tunegate_cluster import chart
 from tunegate_cluster.cluster import ClusterInfo, LocalCluster
 from tunegate_cluster.fleet import FleetPlan, Player, finished, prepare_namespace
@@ -110,18 +111,6 @@ def _metric_totals(port: int) -> dict[str, float]:
     return totals
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return sum(int(fields[i]) for i in (11, 12, 13, 14)) / os.sysconf("SC_CLK_TCK")
-
-
-def _rss_kib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return float(line.split()[1])
-    return float("nan")
-
-
 def _bare_jobs_to_pod(info: ClusterInfo, core: client.CoreV1Api, count: int) -> list[float]:
     """The baseline, then gone: its pods would hold the GPUs the fleet needs."""
     info.kubectl("create", "namespace", BARE_NAMESPACE)
@@ -165,7 +154,7 @@ def run(info: ClusterInfo, runs: int, gates: int) -> dict[str, Any]:
     assert operator.proc is not None
     pid = operator.proc.pid
     time.sleep(15)  # imports, the first list and watch
-    idle_rss, idle_cpu = _rss_kib(pid), _cpu_seconds(pid)
+    idle_rss, idle_cpu = memory_kib(pid, "VmRSS"), cpu_seconds(pid)
 
     pods, terminal = FirstSeen(), FirstSeen()
     pods.follow(core.list_namespaced_pod, NAMESPACE, key=_first_pod_owner)
@@ -194,8 +183,8 @@ def run(info: ClusterInfo, runs: int, gates: int) -> dict[str, Any]:
         ended = time.monotonic()
         time.sleep(10)  # the last status writes
         totals = _metric_totals(operator.metrics_port)
-        cpu = _cpu_seconds(pid) - idle_cpu
-        peak = peak_rss_kib(pid)
+        cpu = cpu_seconds(pid) - idle_cpu
+        peak = memory_kib(pid)
     finally:
         pods.stop.set()
         terminal.stop.set()

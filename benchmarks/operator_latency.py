@@ -152,7 +152,7 @@ def run(info: ClusterInfo) -> dict[str, float]:
             info, api, "bench-ftjs", ftjs, "tunegate.dev/finetunejob"
         )
         assert operator.proc is not None
-        rss_kib = peak_rss_kib(operator.proc.pid)
+        rss_kib = memory_kib(operator.proc.pid)
     finally:
         operator.stop()
     return {
@@ -164,9 +164,10 @@ def run(info: ClusterInfo) -> dict[str, float]:
     }
 
 
-def peak_rss_kib(pid: int) -> float:
+def memory_kib(pid: int, field: str = "VmHWM") -> float:
+    """A /proc/<pid>/status memory field: VmHWM is the peak RSS, VmRSS the current."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return float(line.split()[1])
     return float("nan")
 

@@ -130,7 +130,7 @@ class Player:
     failed_writes: int = 0
     _due: dict[str, float] = field(default_factory=dict)
     _played: set[str] = field(default_factory=set)
-    _exiting: dict[str, str] = field(default_factory=dict)  # pod -> its Job, written, not ended
+    _exiting: set[str] = field(default_factory=set)  # pods that have written, not yet ended
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.plan.seed)
@@ -140,7 +140,6 @@ class Player:
         running = running_jobs(self.cluster, self.namespace)
         if listed.returncode != 0 or running is None:
             return  # the API server is away; pods keep working, the player waits
-        self._end_exiting_pods()
         now = time.monotonic()
         for job in json.loads(listed.stdout)["items"]:
             name = job["metadata"]["name"]
@@ -157,15 +156,15 @@ class Player:
                 self.failed_writes += 1
                 continue
             self._played.add(name)
-            self._exiting.update(dict.fromkeys(running[name], name))
+            self._exiting.update(running[name])
         self._end_exiting_pods()
 
     def _end_exiting_pods(self) -> None:
         """A pod exits 0 once it has written, freeing its node's GPUs for the next."""
-        for pod in list(self._exiting):
+        for pod in sorted(self._exiting):
             ended = end_pod(self.cluster, self.namespace, pod, 0)
             if ended.returncode == 0 or "NotFound" in ended.stderr:
-                del self._exiting[pod]
+                self._exiting.discard(pod)
 
     def seconds_to_write(self, job_name: str) -> float | None:
         """How long until the player writes for this Job; None once written or unseen."""
