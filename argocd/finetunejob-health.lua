@@ -33,7 +33,18 @@ elseif phase == "Failed" then
   hs.message = message_of(status, "the fine-tune failed")
 elseif phase == "Suspended" then
   hs.status = "Suspended"
-  hs.message = "suspended (spec.suspend or a queue)"
+  hs.message = "suspended (spec.runPolicy.suspend)"
+elseif phase == "Queued" then
+  -- Waiting for Kueue's admission is progress the cluster owes, not a pause.
+  hs.status = "Progressing"
+  hs.message = "queued for Kueue admission"
+  if status.conditions ~= nil then
+    for _, c in ipairs(status.conditions) do
+      if c.type == "Queued" and c.message ~= nil and c.message ~= "" then
+        hs.message = c.message
+      end
+    end
+  end
 else
   hs.status = "Progressing"
   hs.message = phase

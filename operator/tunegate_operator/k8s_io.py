@@ -109,6 +109,7 @@ class Kube:
             create_error = self._pod_creation_error(namespace, job["metadata"]["uid"])
         return JobView(
             name=name,
+            uid=job["metadata"].get("uid", ""),
             active=active,
             succeeded=int(status.get("succeeded") or 0),
             failed=int(status.get("failed") or 0),

@@ -24,12 +24,14 @@ from tunegate_operator.decisions.finetunejob import (
     FineTuneJobObserved,
     ManifestSummary,
     SetJobSuspended,
+    SetWorkloadActive,
     decide_finetunejob,
 )
 from tunegate_operator.decisions.preflight import PreflightInputs, PreflightResult, preflight
 from tunegate_operator.decisions.status_patch import desired_status, status_changed
 from tunegate_operator.decisions.vocabulary import Event
 from tunegate_operator.k8s_io import Kube
+from tunegate_operator.kueue_io import WorkloadLookup, set_workload_active, workload_of_job
 from tunegate_operator.s3_io import S3
 from tunegate_operator.settings import Settings
 
@@ -99,6 +101,16 @@ def _recorded_audit(status: Mapping[str, Any]) -> AuditReport | None:
     return None
 
 
+def _queued(
+    spec: FineTuneJobSpec, kube: Kube, namespace: str, train_jobs: Mapping[int, Any]
+) -> WorkloadLookup:
+    """Kueue's Workload for the latest attempt, read only for a queued, unfinished one."""
+    latest = train_jobs[max(train_jobs)] if train_jobs else None
+    if not spec.resources.queue_name or latest is None or latest.finished or not latest.uid:
+        return WorkloadLookup(installed=True)
+    return workload_of_job(kube, namespace, latest.uid)
+
+
 def observe(
     body: Mapping[str, Any], spec: FineTuneJobSpec, *, kube: Kube, settings: Settings, now: datetime
 ) -> FineTuneJobObserved:
@@ -134,6 +146,7 @@ def observe(
     checks = None
     if audit_job is None and not train_jobs and not spec.run_policy.suspend:
         checks = _preflight(spec, kube, s3, namespace, settings)
+    queue = _queued(spec, kube, namespace, train_jobs)
     return FineTuneJobObserved(
         now=now,
         generation=meta.get("generation", 1),
@@ -145,6 +158,8 @@ def observe(
         manifest=manifest,
         manifest_error=manifest_error,
         progress=progress,
+        workload=queue.workload,
+        kueue_installed=queue.installed,
     )
 
 
@@ -180,6 +195,8 @@ def apply_actions(
                 created.append(manifest["metadata"]["name"])
         elif isinstance(action, SetJobSuspended):
             kube.set_job_suspended(run.namespace, action.name, suspend=action.suspend)
+        elif isinstance(action, SetWorkloadActive):
+            set_workload_active(kube, run.namespace, action.name, active=action.active)
         elif isinstance(action, DeleteChildren):
             kube.delete_children(run.namespace, run.name)
     return tuple(created)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl,
 # kwok, helm and the MinIO object store, and for the real node the kubelet, CoreDNS,
-# a pause binary and a fake GPU device plugin, from source into a cache directory keyed
+# a pause binary and a fake GPU device plugin, and Kueue with its CRDs and webhook
+# rules, from source into a cache directory keyed
 # by a hash of the pins, and prints that directory. A second run with unchanged pins
 # does nothing.
 set -euo pipefail
@@ -14,9 +15,12 @@ cache_root="${TUNEGATE_CACHE:-$HOME/.cache/tunegate}"
 pins_hash="$( { cat go.mod go.sum versions.env build.sh cmd/*/main.go; go env GOVERSION; } | sha256sum | cut -c1-16)"
 out="$cache_root/bin/$pins_hash"
 binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kwok helm minio
-  coredns crictl pause fake-gpu-device-plugin)
+  coredns crictl pause fake-gpu-device-plugin kueue)
 
-complete() { for b in "${binaries[@]}"; do [[ -x "$out/$b" ]] || return 1; done; }
+complete() {
+  for b in "${binaries[@]}"; do [[ -x "$out/$b" ]] || return 1; done
+  [[ -s "$out/kueue-release/webhooks.yaml" ]]
+}
 if complete; then echo "$out"; exit 0; fi
 
 mkdir -p "$out"
@@ -68,6 +72,18 @@ install_tool crictl sigs.k8s.io/cri-tools/cmd/crictl "$CRICTL_VERSION" \
 
 install_tool minio github.com/minio/minio "$MINIO_VERSION" \
   "-X github.com/minio/minio/cmd.Version=$MINIO_VERSION"
+
+install_tool kueue sigs.k8s.io/kueue/cmd/kueue "$KUEUE_VERSION" \
+  "-X sigs.k8s.io/kueue/pkg/version.GitVersion=$KUEUE_VERSION"
+# The release's CRDs and webhook rules, from the same module the binary was built from.
+if [[ ! -s "$out/kueue-release/webhooks.yaml" ]]; then
+  kueue_src="$(cd /tmp && GOFLAGS= go mod download -json "sigs.k8s.io/kueue@$KUEUE_VERSION" \
+    | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+  rm -rf "$out/kueue-release" && mkdir -p "$out/kueue-release/crds"
+  cp "$kueue_src"/config/components/crd/bases/*.yaml "$out/kueue-release/crds/"
+  cp "$kueue_src/config/components/webhook/manifests.yaml" "$out/kueue-release/webhooks.yaml.tmp"
+  mv "$out/kueue-release/webhooks.yaml.tmp" "$out/kueue-release/webhooks.yaml"
+fi
 
 echo "control-plane binaries ready in $(( $(date +%s) - start ))s" >&2
 echo "$out"

@@ -16,8 +16,8 @@ from tunegate_cluster.kube_helpers import (
     BUCKET,
     apply,
     condition,
+    end_pods,
     env_of,
-    fail_pods,
     ftj,
     get,
     items,
@@ -248,14 +248,14 @@ def test_failed_attempts_retry_with_resume_then_stop_at_backoff_limit(
     apply(cluster, namespace, ftj("flaky", prefix))
     pass_audit(cluster, s3, namespace, "flaky", prefix)
     wait_job(cluster, namespace, "flaky-train-1")
-    fail_pods(cluster, namespace, "flaky-train-1", 3, "CUDA error: an illegal memory access")
+    end_pods(cluster, namespace, "flaky-train-1", 3, "CUDA error: an illegal memory access")
     second = wait_job(cluster, namespace, "flaky-train-2")
     assert json.loads(env_of(second)["TUNEGATE_TRAINER_CONFIG"])["run"]["attempt"] == 2
     st = status(cluster, namespace, "flaky")
     assert st["attempts"] == 2
     reasons = {e["reason"] for e in items(cluster, namespace, "events")}
     assert "AttemptFailed" in reasons
-    fail_pods(cluster, namespace, "flaky-train-2", 3, "CUDA error: an illegal memory access")
+    end_pods(cluster, namespace, "flaky-train-2", 3, "CUDA error: an illegal memory access")
     st = wait_phase(cluster, namespace, "flaky", "Failed")
     failed = condition(st, "Failed")
     assert failed["reason"] == "BackoffLimitExceeded"

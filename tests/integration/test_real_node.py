@@ -1,7 +1,8 @@
 """The real node: pods are real containers (kubelet, containerd, runc, CNI, CoreDNS,
 a device plugin) from the images built from the project's Dockerfiles. The chart's
 operator runs as its Deployment; a two-node run finds its peer through the headless
-Service's DNS names; an OOM kill is explained in words."""
+Service's DNS names; an OOM kill is explained in words; a run Kueue preempts resumes
+from its checkpoint."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from tiny_model import build_tiny_model, chat_rows, jsonl, upload_dir
 from tunegate_cluster import chart
 from tunegate_cluster.cluster import ClusterInfo
 from tunegate_cluster.kube_helpers import BUCKET, apply, items, status
+from tunegate_cluster.kueue import close_queue, open_queue, priority_class
 from tunegate_cluster.node_pools import GPU_TOLERATION, POOL_LABEL
 from tunegate_cluster.processes import wait_until
 from tunegate_cluster.real_node_config import REAL_POOL
@@ -248,6 +250,25 @@ def _finetunejob(name: str, root: str, **resources: Any) -> dict[str, Any]:
     }
 
 
+def _start_long_run(cluster: ClusterInfo, namespace: str, s3: Any, run: dict[str, Any]) -> str:
+    """Applies a run too long to finish in a test, checkpointing every 10 steps, and
+    waits for its first checkpoint; returns the key of its latest.json."""
+    run["spec"]["training"] |= {"maxSteps": 100_000, "checkpointEvery": 10}
+    apply(cluster, namespace, run)
+    output = run["spec"]["output"]["uri"].removeprefix(f"s3://{BUCKET}/")
+    latest = f"{output}/checkpoints/latest.json"
+
+    def checkpointed() -> bool:
+        try:
+            s3.head_object(Bucket=BUCKET, Key=latest)
+            return True
+        except s3.exceptions.ClientError:
+            return False
+
+    wait_until(checkpointed, timeout=600, interval=2, what="a first checkpoint in S3")
+    return latest
+
+
 def _wait_phase(
     cluster: ClusterInfo, namespace: str, name: str, phases: set[str]
 ) -> dict[str, Any]:
@@ -320,19 +341,7 @@ def test_an_evicted_training_pod_checkpoints_and_the_run_resumes_without_using_a
     from kubernetes import client
 
     chart.apply_s3_secret(real, namespace=namespace, name=SECRET)
-    job = _finetunejob("evicted", tiny_run)
-    job["spec"]["training"] |= {"maxSteps": 100_000, "checkpointEvery": 10}
-    apply(real, namespace, job)
-    latest = f"{tiny_run}/out/evicted/checkpoints/latest.json"
-
-    def checkpointed() -> bool:
-        try:
-            s3.head_object(Bucket=BUCKET, Key=latest)
-            return True
-        except s3.exceptions.ClientError:
-            return False
-
-    wait_until(checkpointed, timeout=600, interval=2, what="a first checkpoint in S3")
+    latest = _start_long_run(real, namespace, s3, _finetunejob("evicted", tiny_run))
     (pod,) = items(real, namespace, "pods", "job-name=evicted-train-1")
     name = pod["metadata"]["name"]
     client.CoreV1Api(kube).create_namespaced_pod_eviction(
@@ -369,3 +378,72 @@ def test_an_evicted_training_pod_checkpoints_and_the_run_resumes_without_using_a
     wait_until(resumed, timeout=300, interval=3, what="attempt 2 resuming from a checkpoint")
     assert saved >= 10
     real.kubectl("delete", "ftj", "evicted", "-n", namespace, "--wait=false")
+
+
+def test_a_run_preempted_by_kueue_checkpoints_and_resumes_from_its_checkpoint(
+    real: ClusterInfo,
+    chart_operator: chart.ChartOperator,
+    tiny_run: str,
+    namespace: str,
+    s3: Any,
+) -> None:
+    """One GPU of quota; a higher priority arrives while the first run trains. Kueue
+    suspends the first Job (SIGTERM: the trainer checkpoints), admits the second, and
+    gives the quota back when it ends; the first resumes in the same attempt."""
+    chart.apply_s3_secret(real, namespace=namespace, name=SECRET)
+    queue = open_queue(real, namespace, local_queue_name="gpu", pool=REAL_POOL, gpus=1)
+    low, high = f"{namespace}-low", f"{namespace}-high"
+    for name, value in ((low, 100), (high, 1000)):
+        result = real.kubectl("apply", "-f", "-", stdin=json.dumps(priority_class(name, value)))
+        assert result.returncode == 0, result.stderr
+    try:
+        first = _finetunejob("first", tiny_run, queueName="gpu", priorityClassName=low)
+        first["spec"]["audit"] = {"mode": "off"}
+        latest = _start_long_run(real, namespace, s3, first)
+        second = _finetunejob("second", tiny_run, queueName="gpu", priorityClassName=high)
+        second["spec"]["audit"] = {"mode": "off"}
+        apply(real, namespace, second)
+
+        def preempted() -> bool:
+            queued = [
+                c for c in status(real, namespace, "first").get("conditions", [])
+                if c["type"] == "Queued" and c["status"] == "True"
+            ]  # fmt: skip
+            return bool(queued) and queued[0]["reason"] == "Preempted"
+
+        wait_until(
+            preempted, timeout=300, interval=2,
+            what=lambda: f"first preempted: {json.dumps(status(real, namespace, 'first'))}",
+        )  # fmt: skip
+        assert status(real, namespace, "first")["phase"] == "Queued"
+        done = _wait_phase(real, namespace, "second", {"Succeeded", "Failed"})
+        assert done["phase"] == "Succeeded", done
+        saved = json.loads(s3.get_object(Bucket=BUCKET, Key=latest)["Body"].read())["step"]
+
+        def resumed() -> bool:
+            pods = [
+                p for p in items(real, namespace, "pods", "job-name=first-train-1")
+                if p["status"].get("phase") in ("Running", "Succeeded", "Failed")
+            ]  # fmt: skip
+            logs = [_logs(real, namespace, p["metadata"]["name"]) for p in pods]
+            return any("resuming from checkpoint-" in log for log in logs)
+
+        wait_until(resumed, timeout=300, interval=3, what="first resuming from its checkpoint")
+        assert saved >= 10
+        current = status(real, namespace, "first")
+        assert current["phase"] == "Training" and current["attempts"] == 1, current
+        assert not items(real, namespace, "jobs", "tunegate.dev/attempt=2")
+        events = real.kubectl(
+            "get",
+            "events",
+            "-n",
+            namespace,
+            "-o",
+            "name",
+            "--field-selector=reason=Preempted,involvedObject.kind=FineTuneJob",
+        )
+        assert events.stdout.strip(), "no Preempted event"
+    finally:
+        real.kubectl("delete", "ftj", "--all", "-n", namespace, "--wait=false")
+        real.kubectl("delete", "priorityclass", low, high, "--wait=false")
+        close_queue(real, queue)

@@ -46,6 +46,7 @@ def resource(phase: str | None, **status: Any) -> dict[str, Any]:
 FTJ_EXPECTED = {
     "Pending": "Progressing",
     "Auditing": "Progressing",
+    "Queued": "Progressing",
     "Training": "Progressing",
     "Succeeded": "Healthy",
     "Failed": "Degraded",
@@ -78,6 +79,10 @@ def test_finetunejob_health(phase: str, expected: str) -> None:
         status = failed_status()
     if phase == "Succeeded":
         status["adapter"] = {"uri": "s3://b/runs/demo/adapter"}
+    if phase == "Queued":
+        status["conditions"] = [
+            {"type": "Queued", "status": "True", "reason": "WaitingForQuota", "message": "lq full"}
+        ]
     result = health("finetunejob-health.lua", resource(phase, **status))
     assert result["status"] == expected
     if phase == "Training":
@@ -86,6 +91,8 @@ def test_finetunejob_health(phase: str, expected: str) -> None:
         assert "OOMKilled" in result["message"]
     if phase == "Succeeded":
         assert "s3://b/runs/demo/adapter" in result["message"]
+    if phase == "Queued":
+        assert result["message"] == "lq full"
 
 
 @pytest.mark.parametrize(("phase", "expected"), GATE_EXPECTED.items())

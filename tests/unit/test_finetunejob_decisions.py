@@ -20,17 +20,20 @@ from tunegate_operator.decisions.finetunejob import (
     FineTuneJobObserved,
     ManifestSummary,
     SetJobSuspended,
+    SetWorkloadActive,
     decide_finetunejob,
     needs_ticks,
     retry_delay,
 )
 from tunegate_operator.decisions.preflight import PreflightResult, Problem
+from tunegate_operator.decisions.queueing import QueueView
 from tunegate_operator.decisions.vocabulary import JobView
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 OK = PreflightResult(problems=(), plan=None, pool="p")
 PASSED = AuditReport(verdict="Passed")
 FAILED_PII = AuditReport(verdict="Failed", findings=("pii",))
+ADMITTED = QueueView(name="job-run-train-1-abcde", admitted=True, cluster_queue="gpus")
 
 
 def spec(**overrides: Any) -> FineTuneJobSpec:
@@ -223,7 +226,51 @@ CASES: list[tuple[str, FineTuneJobSpec, FineTuneJobObserved, str, list[Any]]] = 
         "queued job is left to Kueue",
         spec(resources={"queueName": "q"}),
         observed(audit_report=PASSED, train_jobs={1: running(suspended=True)}),
+        "Queued",
+        [],
+    ),
+    (
+        "a queued run starts its attempt queued",
+        spec(resources={"queueName": "q"}),
+        observed(audit_report=PASSED, preflight=OK),
+        "Queued",
+        [CreateTrainingJob(1, None, suspend=False)],
+    ),
+    (
+        "an admitted queued run trains and touches nothing",
+        spec(resources={"queueName": "q"}),
+        observed(audit_report=PASSED, train_jobs={1: running()}, workload=ADMITTED),
         "Training",
+        [],
+    ),
+    (
+        "suspending a queued run turns its Workload off, not the Job",
+        spec(resources={"queueName": "q"}, runPolicy={"suspend": True}),
+        observed(audit_report=PASSED, train_jobs={1: running()}, workload=ADMITTED),
+        "Suspended",
+        [SetWorkloadActive("job-run-train-1-abcde", False)],
+    ),
+    (
+        "resuming a queued run turns its Workload back on",
+        spec(resources={"queueName": "q"}),
+        observed(
+            audit_report=PASSED,
+            train_jobs={1: running(suspended=True)},
+            workload=replace(ADMITTED, active=False, deactivated_for_suspend=True),
+            status={"phase": "Suspended"},
+        ),
+        "Queued",
+        [SetWorkloadActive("job-run-train-1-abcde", True)],
+    ),
+    (
+        "a Workload someone else turned off stays off",
+        spec(resources={"queueName": "q"}),
+        observed(
+            audit_report=PASSED,
+            train_jobs={1: running(suspended=True)},
+            workload=replace(ADMITTED, active=False),
+        ),
+        "Queued",
         [],
     ),
     (

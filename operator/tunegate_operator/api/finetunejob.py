@@ -27,7 +27,7 @@ MODEL_URI_PATTERN = (
 Method = Literal["lora", "qlora", "full"]
 DatasetFormat = Literal["chat", "instruction", "text"]
 Precision = Literal["bf16", "fp16", "fp32"]
-Phase = Literal["Pending", "Auditing", "Training", "Succeeded", "Failed", "Suspended"]
+Phase = Literal["Pending", "Auditing", "Queued", "Training", "Succeeded", "Failed", "Suspended"]
 
 
 class ModelSpec(ApiModel):
@@ -208,7 +208,9 @@ class ResourcesSpec(ApiModel):
     priority_class_name: str | None = None
     """PriorityClass of the training pods."""
     queue_name: str | None = None
-    """Kueue LocalQueue; the Job is created suspended and admitted by Kueue."""
+    """Kueue LocalQueue. The training Job is created suspended and the run stays Queued until
+    Kueue admits it; Kueue orders admission by priorityClassName and may preempt it, after
+    which it resumes from its latest checkpoint."""
     cpu: Quantity | None = None
     """CPU request per node (quantity); empty requests 2 CPUs per process."""
     memory: Quantity | None = None
@@ -381,7 +383,8 @@ class FineTuneJobStatus(ApiModel):
     """Observed state, written only by the operator."""
 
     phase: Phase | None = None
-    """Pending, Auditing, Training, Succeeded, Failed or Suspended."""
+    """Pending, Auditing, Queued (waiting for Kueue to admit it), Training, Succeeded, Failed
+    or Suspended."""
     observed_generation: int | None = None
     """The .metadata.generation this status reflects."""
     conditions: list[Condition] = Field(

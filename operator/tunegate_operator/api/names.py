@@ -19,4 +19,7 @@ APPROVE_ANNOTATION = f"{GROUP}/approve"  # a person approves a Manual promotion
 LOCAL_LOG_DIR_ANNOTATION = f"{GROUP}/local-log-dir"  # the local pod runner's logs
 
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+KUEUE_JOB_UID_LABEL = "kueue.x-k8s.io/job-uid"  # on the Workload Kueue makes for a Job
+# On a Workload the operator deactivated for spec.runPolicy.suspend (and only that).
+DEACTIVATED_FOR_SUSPEND_ANNOTATION = f"{GROUP}/deactivated-for-suspend"
 COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"

@@ -14,6 +14,14 @@ from tunegate_contract.run_documents import AuditReport, Manifest, Progress
 from tunegate_operator.api.finetunejob import FineTuneJobSpec, Phase
 from tunegate_operator.decisions.conditions import Cond
 from tunegate_operator.decisions.preflight import PreflightResult, estimate_status
+from tunegate_operator.decisions.queueing import (
+    WAITING_FOR_WORKLOAD,
+    QueueView,
+    admitted_condition,
+    deactivate,
+    queue_state,
+    reactivate,
+)
 from tunegate_operator.decisions.vocabulary import (
     POD_CREATION_FAILED,
     Event,
@@ -61,6 +69,9 @@ class FineTuneJobObserved:
     manifest: ManifestSummary | None = None
     manifest_error: str | None = None
     progress: Progress | None = None
+    # Kueue's Workload for the latest training Job (queued runs only).
+    workload: QueueView | None = None
+    kueue_installed: bool = True
 
 
 @dataclass(frozen=True)
@@ -82,11 +93,19 @@ class SetJobSuspended:
 
 
 @dataclass(frozen=True)
+class SetWorkloadActive:
+    """Kueue's switch for a queued Job: off stops its pods and frees the quota."""
+
+    name: str
+    active: bool
+
+
+@dataclass(frozen=True)
 class DeleteChildren:
     pass
 
 
-Action = CreateAuditJob | CreateTrainingJob | SetJobSuspended | DeleteChildren
+Action = CreateAuditJob | CreateTrainingJob | SetJobSuspended | SetWorkloadActive | DeleteChildren
 
 
 @dataclass(frozen=True)
@@ -174,7 +193,7 @@ def decide_finetunejob(
     if ended is not None:
         return ended
     if spec.run_policy.suspend:
-        return _suspended(latest, attempts, phase, base_status)
+        return _suspended(spec, observed, latest, attempts, base_status)
     # Before anything runs: references, placement and memory.
     if observed.audit_job is None and not observed.train_jobs and observed.preflight:
         stop = _waiting_or_failed(observed.preflight, observed, base_status)
@@ -255,12 +274,34 @@ def _running(
 ) -> FineTuneJobDecision:
     latest, attempts, conditions = attempt.job, attempt.number, attempt.conditions
     assert latest is not None
-    actions = []
-    if latest.suspended and not spec.resources.queue_name:
+    actions: list[Action] = []
+    queue = spec.resources.queue_name
+    if latest.suspended and not queue:
         actions.append(SetJobSuspended(latest.name, False))
+    if reactivate(observed.workload):
+        assert observed.workload is not None
+        actions.append(SetWorkloadActive(observed.workload.name, True))
     running = dict(attempt.base_status, attempts=attempts)
     if observed.progress:
         running["progress"] = progress_status(observed.progress)
+    if queue and latest.suspended:
+        state = queue_state(
+            latest, queue, observed.workload, kueue_installed=observed.kueue_installed
+        )
+        return FineTuneJobDecision(
+            phase="Queued",
+            conditions=(
+                *conditions,
+                state.condition,
+                Cond("Training", "False", "Queued", ""),
+                Cond("Suspended", "False", "Running", ""),
+            ),
+            status=running,
+            actions=tuple(actions),
+            events=state.event(_condition_reason(observed.status, "Queued")),
+        )
+    if queue:
+        conditions = (*conditions, admitted_condition(attempts, observed.workload))
     refused = pod_creation_problem(latest, "training")
     if refused:
         return FineTuneJobDecision(
@@ -392,12 +433,24 @@ def _succeeded(
 
 
 def _suspended(
-    latest: JobView | None, attempts: int, phase: str | None, base_status: dict[str, Any]
+    spec: FineTuneJobSpec,
+    observed: FineTuneJobObserved,
+    latest: JobView | None,
+    attempts: int,
+    base_status: dict[str, Any],
 ) -> FineTuneJobDecision:
+    phase = observed.status.get("phase")
     actions: list[Action] = []
-    if latest and latest.finished is None and not latest.suspended:
-        actions.append(SetJobSuspended(latest.name, True))
+    running = latest is not None and latest.finished is None
     message = "spec.runPolicy.suspend is true; training pods are stopped after a checkpoint"
+    if spec.resources.queue_name and observed.workload is not None:
+        # Kueue would unsuspend an admitted Job; turning its Workload off makes Kueue
+        # stop the pods itself and give the quota back.
+        if running and deactivate(observed.workload):
+            actions.append(SetWorkloadActive(observed.workload.name, False))
+        message += "; its Kueue Workload is deactivated, which releases the quota"
+    elif running and latest is not None and not latest.suspended:
+        actions.append(SetJobSuspended(latest.name, True))
     return FineTuneJobDecision(
         phase="Suspended",
         conditions=(
@@ -435,6 +488,8 @@ def _waiting_or_failed(
 def _running_events(phase: str | None, attempts: int) -> tuple[Event, ...]:
     if phase == "Suspended":
         return (Event("Normal", "Resumed", "training resumed"),)
+    if phase == "Queued":
+        return (Event("Normal", "Admitted", f"Kueue admitted attempt {attempts}; training"),)
     if phase != "Training":
         # The attempt exists but the status never said so (the operator stopped in between).
         return (Event("Normal", "TrainingScheduled", f"attempt {attempts} scheduled"),)
@@ -467,11 +522,21 @@ def _start_attempt(
     message = f"attempt {attempt} scheduled" + (
         " (resuming from the latest checkpoint)" if attempt > 1 else ""
     )
+    queue = spec.resources.queue_name
+    if queue:
+        message = f"{message}, suspended until Kueue admits it through LocalQueue {queue}"
     return FineTuneJobDecision(
-        phase="Training",
+        phase="Queued" if queue else "Training",
         conditions=(
             *conditions,
-            Cond("Training", "True", "Scheduled", message),
+            *(
+                (
+                    Cond("Queued", "True", WAITING_FOR_WORKLOAD, message),
+                    Cond("Training", "False", "Queued", ""),
+                )
+                if queue
+                else (Cond("Training", "True", "Scheduled", message),)
+            ),
             Cond("Suspended", "False", "Running", ""),
         ),
         status={

@@ -23,6 +23,7 @@ class JobView:
 
     name: str
     active: int = 0
+    uid: str = ""
     succeeded: int = 0
     failed: int = 0
     suspended: bool = False

@@ -16,6 +16,7 @@ from types import TracebackType
 
 from tunegate_cluster.control_plane import LOOPBACK, free_port, start_control_plane
 from tunegate_cluster.images import ImageBuilder, ImageSet
+from tunegate_cluster.kueue import start_kueue
 from tunegate_cluster.node_host import (
     ServiceRoute,
     create_network,
@@ -125,12 +126,14 @@ class LocalCluster:
         state_dir: Path | None = None,
         keep_state: bool = False,
         real_node: bool | None = None,
+        kueue: bool = True,
     ) -> None:
         self.state_dir = state_dir or Path(tempfile.mkdtemp(prefix="tunegate-cluster-"))
         self.keep_state = keep_state or state_dir is not None
         self.group = ProcessGroup(log_dir=self.state_dir / "logs")
         self.info: ClusterInfo | None = None
         self.with_real_node = real_node_wanted() if real_node is None else real_node
+        self.with_kueue = kueue
         self.network: NodeNetwork | None = None
         self.node: RealNode | None = None
         self.node_seconds = 0.0
@@ -176,6 +179,14 @@ class LocalCluster:
         self._apply(kubectl, all_node_manifests())
         self._start_kwok(bin_dir, access.kubeconfig)
         s3 = start_object_store(self.group, bin_dir=bin_dir, state_dir=self.state_dir, host=host)
+        if self.with_kueue:
+            start_kueue(
+                self.group,
+                bin_dir=bin_dir,
+                state_dir=self.state_dir,
+                kubeconfig=access.kubeconfig,
+                host=host,
+            )
         self.group.start(
             "pod-runner",
             [

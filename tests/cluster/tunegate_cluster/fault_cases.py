@@ -29,7 +29,7 @@ from tunegate_cluster.fleet import (
     running_jobs,
 )
 from tunegate_cluster.invariants import violations
-from tunegate_cluster.kube_helpers import apply, fail_pods
+from tunegate_cluster.kube_helpers import apply, end_pods
 from tunegate_cluster.object_store import S3Access, s3_client
 from tunegate_cluster.operator_process import OperatorProcess
 
@@ -193,7 +193,7 @@ def pod_killed(kind: str) -> Callable[[Scene], None]:
         if not scene.wait_for(running_unwritten):
             return
         job = target[0]
-        fail_pods(scene.cluster, scene.namespace, job, 137, "Killed")
+        end_pods(scene.cluster, scene.namespace, job, 137, "Killed")
         scene.injected += 1
         if kind == "train":
             scene.attempts[job.removesuffix("-train-1")] = 2

@@ -119,8 +119,11 @@ def write_manifest(s3: Any, prefix: str, name: str) -> None:
     put_json(s3, f"{prefix}/out/{name}/manifest.json", document)
 
 
-def fail_pods(cluster: ClusterInfo, namespace: str, job: str, exit_code: int, message: str) -> None:
-    """Report the job's pods as failed, as a kubelet does when the trainer exits non-zero."""
+def end_pods(
+    cluster: ClusterInfo, namespace: str, job: str, exit_code: int, message: str = ""
+) -> None:
+    """Report the job's pods as exited with `exit_code` once they run, as a kubelet does
+    when the trainer exits."""
     wait_until(
         lambda: any(
             p["status"].get("phase") == "Running"
