@@ -3,14 +3,17 @@ under torchrun, resume after a kill, adapters loadable by plain peft, SmolLM2.""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,7 @@ from fake_hub import FakeHub, revision_from_dir
 
 from tiny_model import BUCKET, COUNTRIES, build_tiny_model, chat_rows, jsonl, upload_dir
 from tunegate_cluster.cluster import ClusterInfo
+from tunegate_cluster.fault_proxy import Fault, FaultProxy
 from tunegate_cluster.processes import wait_until
 from tunegate_contract.trainer_config import TRAINER_CONFIG_ENV, TrainerConfig
 
@@ -289,6 +293,38 @@ def test_killed_run_resumes_at_the_checkpoint_and_ends_at_the_same_step(
     assert f"resuming from checkpoint-{saved}" in output
     manifest = read_json(s3, broken["artifacts"]["manifest"])
     assert manifest["final_metrics"]["steps"] == expected == 40
+
+
+def test_s3_cut_during_a_checkpoint_upload_leaves_latest_on_a_whole_checkpoint(
+    cluster: ClusterInfo, s3: Any, tiny: str, tmp_path: Path
+) -> None:
+    """S3 stops while checkpoint-40's files go up and stays down past the client's
+    retries. `latest.json` must still name checkpoint-20; the run either outlasts the
+    outage or fails, and a rerun resumes from checkpoint-20 to the same final step."""
+    steps = {"max_steps": 200, "checkpoint_every": 20, "max_seq_length": 128}
+    document = config(tiny, "cut", training=steps)
+    latest = document["artifacts"]["checkpoints"] + "/latest.json"
+    host, port = cluster.s3_endpoint.removeprefix("http://").rsplit(":", 1)
+    with FaultProxy(host, int(port)) as proxy:
+        tripped = threading.Event()
+        proxy.arm(re.compile(rb"^PUT \S*/checkpoints/checkpoint-40/", re.M), Fault.DOWN, tripped)
+        proc = start(replace(cluster, s3_endpoint=proxy.endpoint), document, tmp_path / "cache")
+        wait_until(tripped.is_set, timeout=300, interval=0.05, what="checkpoint-40's upload")
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=45)
+        # Read past the proxy while it is still down: what a restart would find.
+        assert read_json(s3, latest)["checkpoint"] == "checkpoint-20"
+        proxy.inject(Fault.NONE)
+        if proc.poll() is None:
+            finish(proc)  # its retries outlasted the outage
+        else:
+            first, _ = proc.communicate()
+            assert proc.returncode != 0, first[-3000:]
+            again = finish(start(cluster, document, tmp_path / "cache"))
+            assert "resuming from checkpoint-20" in again, again[-3000:]
+    manifest = read_json(s3, document["artifacts"]["manifest"])
+    assert manifest["final_metrics"]["steps"] == 200
+    assert read_json(s3, latest)["step"] == 200
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_143(

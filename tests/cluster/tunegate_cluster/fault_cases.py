@@ -4,6 +4,7 @@ tests/faults assert no violation; `python -m benchmarks faults` prints the table
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -14,6 +15,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from tunegate_cluster.cluster import ClusterInfo
@@ -30,6 +32,7 @@ from tunegate_cluster.fleet import (
 )
 from tunegate_cluster.invariants import violations
 from tunegate_cluster.kube_helpers import apply, end_pods
+from tunegate_cluster.node_pools import FAKE_POOLS, node_manifest
 from tunegate_cluster.object_store import S3Access, s3_client
 from tunegate_cluster.operator_process import OperatorProcess
 
@@ -202,6 +205,65 @@ def pod_killed(kind: str) -> Callable[[Scene], None]:
     return inject
 
 
+def _pods_by_node(scene: Scene) -> dict[str, list[dict[str, Any]]] | None:
+    listed = scene.cluster.kubectl("get", "pods", "-n", scene.namespace, "-o", "json")
+    if listed.returncode != 0:
+        return None
+    found: dict[str, list[dict[str, Any]]] = {}
+    for pod in json.loads(listed.stdout)["items"]:
+        if pod["status"].get("phase") in ("Pending", "Running"):
+            found.setdefault(pod["spec"].get("nodeName", ""), []).append(pod)
+    return found
+
+
+def node_deleted(pool: str) -> Callable[[Scene], None]:
+    """A `pool` node running only training pods that have yet to write is deleted (a
+    cloud reclaiming it); its pods never write. The pod garbage collector fails them
+    with DisruptionTarget, each attempt ends through its podFailurePolicy and the run
+    retries without using its backoff. The node comes back once its pods are gone, as
+    an autoscaler replaces a node."""
+    (spec,) = [p for p in FAKE_POOLS if p.name == pool]
+
+    def inject(scene: Scene) -> None:
+        chosen: list[tuple[str, list[str]]] = []
+
+        def training_node() -> bool:
+            for node, pods in sorted((_pods_by_node(scene) or {}).items()):
+                jobs = [p["metadata"].get("labels", {}).get("job-name", "") for p in pods]
+                if node.startswith(f"{pool}-") and all(
+                    "-train-" in job
+                    and (left := scene.player.seconds_to_write(job)) is not None
+                    and left > 3
+                    for job in jobs
+                ):
+                    chosen.append((node, jobs))
+                    return True
+            return False
+
+        if not scene.wait_for(training_node):
+            return
+        node, jobs = chosen[0]
+        for job in jobs:
+            scene.player.lose(job)
+        if scene.cluster.kubectl("delete", "node", node, "--wait=false").returncode != 0:
+            scene.notes.append(f"node {node} could not be deleted")
+            return
+        scene.injected += 1
+        for job in jobs:
+            run, attempt = job.rsplit("-train-", 1)
+            scene.attempts[run] = int(attempt) + 1
+        gone = scene.wait_for(lambda: node not in (_pods_by_node(scene) or {node: []}), poll=1)
+        if not gone:
+            scene.notes.append(f"the pods of node {node} were still there at the end")
+        back = node_manifest(spec, node, managed_by_kwok=True)
+        apply_node = scene.cluster.kubectl("apply", "-f", "-", stdin=json.dumps(back))
+        if apply_node.returncode != 0:
+            scene.notes.append(f"node {node} could not be recreated: {apply_node.stderr}")
+        scene.cleared()
+
+    return inject
+
+
 CASES = [
     FaultCase("none", no_fault),
     FaultCase("operator SIGKILL x10", operator_killed(10)),
@@ -222,6 +284,7 @@ CASES = [
     ),
     FaultCase("training pod SIGKILLed", pod_killed("train")),
     FaultCase("eval pod SIGKILLed mid-suite", pod_killed("eval")),
+    FaultCase("a100 node deleted under training pods", node_deleted("a100-80g")),
     FaultCase("etcd restarted", control_plane_restarted("etcd")),
     FaultCase("kube-apiserver restarted", control_plane_restarted("kube-apiserver")),
     FaultCase("S3 slow for a minute", s3_faulty_for(Fault.SLOW, seconds=MINUTE)),

@@ -166,6 +166,10 @@ class Player:
             if ended.returncode == 0 or "NotFound" in ended.stderr:
                 self._exiting.discard(pod)
 
+    def lose(self, job_name: str) -> None:
+        """The Job's pod is gone with its node: it never writes."""
+        self._played.add(job_name)
+
     def seconds_to_write(self, job_name: str) -> float | None:
         """How long until the player writes for this Job; None once written or unseen."""
         if job_name in self._played or job_name not in self._due:
