@@ -216,6 +216,19 @@ def test_pool_selection_and_kueue_queue(
     assert queued["spec"]["suspend"] is True
     time.sleep(6)  # the operator must leave admission to Kueue
     assert get(cluster, namespace, "job", "queued-train-1")["spec"]["suspend"] is True
+    # No LocalQueue gpu-batch exists: Kueue says so, and the run quotes it.
+    wait_until(
+        lambda: (
+            "gpu-batch" in condition(status(cluster, namespace, "queued"), "Queued")["message"]
+            and condition(status(cluster, namespace, "queued"), "Queued")["reason"]
+            == "WaitingForQuota"
+        ),
+        timeout=60,
+        what=lambda: (
+            f"Kueue's reason in the Queued condition: {status(cluster, namespace, 'queued')}"
+        ),
+    )
+    assert status(cluster, namespace, "queued")["phase"] == "Queued"
 
 
 def test_infeasible_memory_is_refused_before_scheduling(
