@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ from tunegate_operator.s3_io import StorageError
 from tunegate_operator.settings import Settings, load_settings
 
 FTJ = (GROUP, VERSION, "finetunejobs")
+# How often an unfinished object is looked at without an event (S3 has no watch).
+TICK_SECONDS = 5.0
 EVG = (GROUP, VERSION, "evalgates")
 log = logging.getLogger("tunegate")
 
@@ -52,6 +55,29 @@ class ObjectLocks:
             self._locks.pop(uid, None)
 
 
+class ReconcileClock:
+    """When each object was last reconciled. A timer tick soon after an event-driven
+    reconcile would read the same state again, so it is skipped: at a thousand objects
+    those ticks crowd out the events of new ones."""
+
+    def __init__(self) -> None:
+        self._at: dict[str, float] = {}
+        self._guard = threading.Lock()
+
+    def mark(self, uid: str) -> None:
+        with self._guard:
+            self._at[uid] = time.monotonic()
+
+    def recent(self, uid: str, *, within: float) -> bool:
+        with self._guard:
+            at = self._at.get(uid)
+        return at is not None and time.monotonic() - at < within
+
+    def forget(self, uid: str) -> None:
+        with self._guard:
+            self._at.pop(uid, None)
+
+
 @dataclass(frozen=True)
 class Runtime:
     """The operator's state, kept in kopf's memo (shared by every object's handlers)."""
@@ -59,6 +85,7 @@ class Runtime:
     settings: Settings
     kube: Kube
     locks: ObjectLocks
+    clock: ReconcileClock
 
 
 def _runtime(memo: kopf.Memo) -> Runtime:
@@ -73,7 +100,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
         prefix=GROUP, key="last-handled-configuration"
     )
     ours = load_settings()
-    memo["tunegate"] = Runtime(ours, Kube(), ObjectLocks())
+    memo["tunegate"] = Runtime(ours, Kube(), ObjectLocks(), ReconcileClock())
     settings.peering.name = ours.peering_name
     settings.peering.clusterwide = ours.peering_clusterwide
     settings.peering.mandatory = ours.peering_mandatory
@@ -138,6 +165,7 @@ def _run(body: kopf.Body | dict[str, Any], runtime: Runtime) -> None:
     meta = body["metadata"]
     uid = meta["uid"]
     with runtime.locks(uid):
+        runtime.clock.mark(uid)
         metrics.RECONCILES.labels("FineTuneJob").inc()
         kube = runtime.kube
         fresh = kube.read_ftj(meta["namespace"], meta["name"])
@@ -171,6 +199,7 @@ def finetunejob_changed(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, 
     if event.get("type") == "DELETED":
         metrics.PHASES.forget(body["metadata"]["uid"])
         _runtime(memo).locks.forget(body["metadata"]["uid"])
+        _runtime(memo).clock.forget(body["metadata"]["uid"])
         return
     _run(body, _runtime(memo))
 
@@ -180,9 +209,11 @@ def _ftj_needs_ticks(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
     return needs_ticks(spec, status)
 
 
-@kopf.timer(*FTJ, interval=5.0, sharp=False, when=_ftj_needs_ticks)
+@kopf.timer(*FTJ, interval=TICK_SECONDS, sharp=False, when=_ftj_needs_ticks)
 def finetunejob_tick(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    _run(body, _runtime(memo))
+    runtime = _runtime(memo)
+    if not runtime.clock.recent(body["metadata"]["uid"], within=TICK_SECONDS / 2):
+        _run(body, runtime)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={FTJ_LABEL: kopf.PRESENT})
@@ -195,6 +226,7 @@ def child_job_changed(body: kopf.Body, namespace: str | None, memo: kopf.Memo, *
 
 def _run_gate(namespace: str, name: str, uid: str, runtime: Runtime) -> None:
     with runtime.locks(uid):
+        runtime.clock.mark(uid)
         metrics.RECONCILES.labels("EvalGate").inc()
         kube = runtime.kube
         fresh = kube.read_custom("evalgates", namespace, name)
@@ -219,14 +251,16 @@ def evalgate_changed(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_
     meta = body["metadata"]
     if event.get("type") == "DELETED":
         _runtime(memo).locks.forget(meta["uid"])
+        _runtime(memo).clock.forget(meta["uid"])
         return
     _run_gate(meta["namespace"], meta["name"], meta["uid"], _runtime(memo))
 
 
-@kopf.timer(*EVG, interval=5.0, sharp=False)
+@kopf.timer(*EVG, interval=TICK_SECONDS, sharp=False)
 def evalgate_tick(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    meta = body["metadata"]
-    _run_gate(meta["namespace"], meta["name"], meta["uid"], _runtime(memo))
+    meta, runtime = body["metadata"], _runtime(memo)
+    if not runtime.clock.recent(meta["uid"], within=TICK_SECONDS / 2):
+        _run_gate(meta["namespace"], meta["name"], meta["uid"], runtime)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={GATE_LABEL: kopf.PRESENT})

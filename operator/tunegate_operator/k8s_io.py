@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, cast
@@ -55,6 +57,10 @@ class _CountingApiClient(client.ApiClient):
         return super().call_api(method, *args, **kwargs)
 
 
+# A pool scaled up (or a node labelled) is seen by preflight within this long.
+NODES_TTL_SECONDS = 10.0
+
+
 class Kube:
     def __init__(self, api_client: client.ApiClient | None = None) -> None:
         if api_client is None:
@@ -64,6 +70,8 @@ class Kube:
                 config.load_kube_config()
             api_client = _CountingApiClient()
         self.api_client = api_client
+        self._nodes_guard = threading.Lock()
+        self._nodes_cache: tuple[float, list[NodeView] | None] = (0.0, None)
         self.core = client.CoreV1Api(api_client)
         self.batch = client.BatchV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
@@ -172,6 +180,18 @@ class Kube:
         return frozenset((json.loads(cast(Any, response).data).get("data") or {}).keys())
 
     def nodes(self) -> list[NodeView]:
+        """The cluster's nodes, listed at most once per NODES_TTL_SECONDS: every new run's
+        preflight needs them, and a thousand runs applied at once would each list them."""
+        with self._nodes_guard:
+            listed_at, views = self._nodes_cache
+            if views is not None and time.monotonic() - listed_at < NODES_TTL_SECONDS:
+                return views
+        views = self._list_nodes()
+        with self._nodes_guard:
+            self._nodes_cache = (time.monotonic(), views)
+        return views
+
+    def _list_nodes(self) -> list[NodeView]:
         views = []
         for node in self._list(self.core.list_node):
             allocatable = (node.get("status") or {}).get("allocatable") or {}
