@@ -216,17 +216,18 @@ def test_pool_selection_and_kueue_queue(
     assert queued["spec"]["suspend"] is True
     time.sleep(6)  # the operator must leave admission to Kueue
     assert get(cluster, namespace, "job", "queued-train-1")["spec"]["suspend"] is True
-    # No LocalQueue gpu-batch exists: Kueue says so, and the run quotes it.
+    # No LocalQueue gpu-batch exists: Kueue says so, and the run quotes it; without
+    # Kueue at all the run says that instead.
+    expected = ("WaitingForQuota", "gpu-batch") if cluster.kueue else ("KueueNotInstalled", "Kueue")
+
+    def quoted() -> bool:
+        queued = condition(status(cluster, namespace, "queued"), "Queued")
+        return queued.get("reason") == expected[0] and expected[1] in queued.get("message", "")
+
     wait_until(
-        lambda: (
-            "gpu-batch" in condition(status(cluster, namespace, "queued"), "Queued")["message"]
-            and condition(status(cluster, namespace, "queued"), "Queued")["reason"]
-            == "WaitingForQuota"
-        ),
+        quoted,
         timeout=60,
-        what=lambda: (
-            f"Kueue's reason in the Queued condition: {status(cluster, namespace, 'queued')}"
-        ),
+        what=lambda: f"{expected} in the Queued condition: {status(cluster, namespace, 'queued')}",
     )
     assert status(cluster, namespace, "queued")["phase"] == "Queued"
 

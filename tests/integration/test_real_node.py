@@ -390,6 +390,8 @@ def test_a_run_preempted_by_kueue_checkpoints_and_resumes_from_its_checkpoint(
     """One GPU of quota; a higher priority arrives while the first run trains. Kueue
     suspends the first Job (SIGTERM: the trainer checkpoints), admits the second, and
     gives the quota back when it ends; the first resumes in the same attempt."""
+    if not real.kueue:
+        pytest.skip("no Kueue in this cluster (TUNEGATE_KUEUE=0)")
     chart.apply_s3_secret(real, namespace=namespace, name=SECRET)
     queue = open_queue(real, namespace, local_queue_name="gpu", pool=REAL_POOL, gpus=1)
     low, high = f"{namespace}-low", f"{namespace}-high"

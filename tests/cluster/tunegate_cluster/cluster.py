@@ -63,6 +63,7 @@ class ClusterInfo:
     operator_image: str = ""
     trainer_image: str = ""
     audit_image: str = ""
+    kueue: bool = False  # Kueue admits queued Jobs (its CRDs and webhooks installed)
 
     def env(self) -> dict[str, str]:
         return {
@@ -105,6 +106,12 @@ def real_node_wanted() -> bool:
     return os.environ.get("TUNEGATE_REAL_NODE", "1") != "0"
 
 
+def kueue_wanted() -> bool:
+    """Kueue runs in a private mount namespace (see kueue.py), which needs root; on by
+    default where the harness has it, off with TUNEGATE_KUEUE=0."""
+    return os.environ.get("TUNEGATE_KUEUE", "1") != "0" and os.geteuid() == 0
+
+
 def ensure_images(bin_dir: Path, builder: ImageBuilder | None = None) -> ImageSet:
     """Build (or find by content hash) the pause, operator and trainer images."""
     problems = missing_prerequisites()
@@ -126,14 +133,14 @@ class LocalCluster:
         state_dir: Path | None = None,
         keep_state: bool = False,
         real_node: bool | None = None,
-        kueue: bool = True,
+        kueue: bool | None = None,
     ) -> None:
         self.state_dir = state_dir or Path(tempfile.mkdtemp(prefix="tunegate-cluster-"))
         self.keep_state = keep_state or state_dir is not None
         self.group = ProcessGroup(log_dir=self.state_dir / "logs")
         self.info: ClusterInfo | None = None
         self.with_real_node = real_node_wanted() if real_node is None else real_node
-        self.with_kueue = kueue
+        self.with_kueue = kueue_wanted() if kueue is None else kueue
         self.network: NodeNetwork | None = None
         self.node: RealNode | None = None
         self.node_seconds = 0.0
@@ -245,6 +252,7 @@ class LocalCluster:
             operator_image=images.operator if images else "",
             trainer_image=images.trainer if images else "",
             audit_image=images.audit if images else "",
+            kueue=self.with_kueue,
         )
         self.info.save(self.state_dir / "cluster.json")
         self.startup_seconds = time.monotonic() - started
