@@ -598,7 +598,12 @@ def test_sigterm_to_one_rank_stops_every_rank_at_the_same_checkpoint(
     proc = start(cluster, document, tmp_path / "cache", torchrun=2)
     wait_for_step(s3, document, 3)
     os.kill(_worker_with_local_rank(proc, 1), signal.SIGTERM)
-    output, _ = proc.communicate(timeout=300)
+    try:
+        output, _ = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        hung, _ = proc.communicate()
+        pytest.fail(f"the ranks did not stop within 300 s:\n{hung[-4000:]}")
     stops = re.findall(r"stopped by SIGTERM at step (\d+)", output)
     assert len(stops) == 2 and len(set(stops)) == 1, output[-3000:]
     latest = read_json(s3, document["artifacts"]["checkpoints"] + "/latest.json")

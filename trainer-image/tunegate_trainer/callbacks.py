@@ -116,17 +116,22 @@ class StopOnSigterm(TrainerCallback):
     until they time out: the flag is agreed on (max over ranks) after every step."""
 
     def __init__(self) -> None:
-        self.requested = False
+        self.signalled = False  # this process got SIGTERM; never reset
+        self.requested = False  # every rank agreed to stop
         signal.signal(signal.SIGTERM, self._handle)
 
     def _handle(self, signum: int, frame: Any) -> None:
-        self.requested = True
+        self.signalled = True
 
     def on_step_end(self, args: Any, state: Any, control: Any, **_: Any) -> None:
+        # The handler may run between the collective's return and the read of its result;
+        # writing only `requested` here keeps that signal for the next step's vote.
+        agreed = self.signalled
         if dist.is_initialized():
-            flag = torch.tensor([float(self.requested)], device=args.device)
+            flag = torch.tensor([float(self.signalled)], device=args.device)
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            self.requested = bool(flag.item())
+            agreed = bool(flag.item())
+        self.requested = self.requested or agreed
         if self.requested:
             control.should_save = True
             control.should_training_stop = True
