@@ -77,12 +77,12 @@ class Kube:
         self.custom = client.CustomObjectsApi(api_client)
 
     # --- reads (raw JSON: the same dict shapes the pure code handles) -------------
-    def _list(self, call: Any, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+    def list_items(self, call: Any, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
         response = call(*args, _preload_content=False, **kwargs)
         return list(json.loads(response.data)["items"])
 
     def children(self, namespace: str, ftj: str) -> tuple[JobView | None, dict[int, JobView]]:
-        jobs = self._list(
+        jobs = self.list_items(
             self.batch.list_namespaced_job, namespace, label_selector=f"{FTJ_LABEL}={ftj}"
         )
         audit: JobView | None = None
@@ -132,7 +132,7 @@ class Kube:
     def _pod_creation_error(self, namespace: str, job_uid: str) -> str:
         """The API server's refusal of the Job's pods (Pod Security, quota, a missing
         ServiceAccount), from the Job controller's latest FailedCreate event."""
-        events = self._list(
+        events = self.list_items(
             self.core.list_namespaced_event,
             namespace,
             field_selector=f"involvedObject.uid={job_uid},reason=FailedCreate",
@@ -145,7 +145,7 @@ class Kube:
     def _pod_failure_message(self, namespace: str, job_name: str) -> str:
         """Why the Job's pod failed: OOMKilled with its limit, evicted, or the exit code
         and termination message (its log tail)."""
-        for pod in self._list(
+        for pod in self.list_items(
             self.core.list_namespaced_pod, namespace, label_selector=f"job-name={job_name}"
         ):
             if message := describe_pod_failure(pod):
@@ -153,7 +153,7 @@ class Kube:
         return ""
 
     def first_pod_started(self, namespace: str, job_name: str) -> datetime | None:
-        pods = self._list(
+        pods = self.list_items(
             self.core.list_namespaced_pod, namespace, label_selector=f"job-name={job_name}"
         )
         times = [t for p in pods if (t := _time(p["metadata"].get("creationTimestamp")))]
@@ -193,7 +193,7 @@ class Kube:
 
     def _list_nodes(self) -> list[NodeView]:
         views = []
-        for node in self._list(self.core.list_node):
+        for node in self.list_items(self.core.list_node):
             allocatable = (node.get("status") or {}).get("allocatable") or {}
             views.append(
                 NodeView(
@@ -254,7 +254,9 @@ class Kube:
 
     def delete_children(self, namespace: str, ftj: str) -> None:
         selector = f"{FTJ_LABEL}={ftj}"
-        for job in self._list(self.batch.list_namespaced_job, namespace, label_selector=selector):
+        for job in self.list_items(
+            self.batch.list_namespaced_job, namespace, label_selector=selector
+        ):
             try:
                 self.batch.delete_namespaced_job(
                     job["metadata"]["name"], namespace, propagation_policy="Background"

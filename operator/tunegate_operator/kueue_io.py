@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from typing import Any, cast
 
 from kubernetes.client import ApiException
 
@@ -24,15 +22,14 @@ class WorkloadLookup:
 def workload_of_job(kube: Kube, namespace: str, job_uid: str) -> WorkloadLookup:
     """Kueue's Workload for one Job, found by the job-uid label Kueue puts on it."""
     try:
-        response = kube.custom.list_namespaced_custom_object(
-            KUEUE_GROUP, KUEUE_VERSION, namespace, WORKLOADS,
-            label_selector=f"{KUEUE_JOB_UID_LABEL}={job_uid}", _preload_content=False,
+        found = kube.list_items(
+            kube.custom.list_namespaced_custom_object, KUEUE_GROUP, KUEUE_VERSION, namespace,
+            WORKLOADS, label_selector=f"{KUEUE_JOB_UID_LABEL}={job_uid}",
         )  # fmt: skip
     except ApiException as exc:
         if exc.status == 404:  # no such API: Kueue is not installed
             return WorkloadLookup(installed=False)
         raise
-    found: list[dict[str, Any]] = json.loads(cast(Any, response).data)["items"]
     live = [w for w in found if not w["metadata"].get("deletionTimestamp")]
     return WorkloadLookup(installed=True, workload=workload_view(live[0]) if live else None)
 

@@ -23,17 +23,17 @@ from tunegate_cluster.kube_helpers import (
     wait_phase,
     write_manifest,
 )
-from tunegate_cluster.kueue import close_queue, open_queue, priority_class
+from tunegate_cluster.kueue import (
+    apply_cluster_scoped,
+    close_queue,
+    open_queue,
+    priority_class,
+)
 from tunegate_cluster.processes import wait_until
 
 QUEUE = "gpu-batch"
 GPUS_PER_RUN = 8
 QUOTA = 16  # two runs at a time
-
-
-def apply_cluster_scoped(cluster: ClusterInfo, manifest: dict[str, Any]) -> None:
-    result = cluster.kubectl("apply", "-f", "-", stdin=json.dumps(manifest))
-    assert result.returncode == 0, result.stderr
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from tiny_model import build_tiny_model, chat_rows, jsonl, upload_dir
 from tunegate_cluster import chart
 from tunegate_cluster.cluster import ClusterInfo
 from tunegate_cluster.kube_helpers import BUCKET, apply, items, status
-from tunegate_cluster.kueue import close_queue, open_queue, priority_class
+from tunegate_cluster.kueue import apply_cluster_scoped, close_queue, open_queue, priority_class
 from tunegate_cluster.node_pools import GPU_TOLERATION, POOL_LABEL
 from tunegate_cluster.processes import wait_until
 from tunegate_cluster.real_node_config import REAL_POOL
@@ -396,8 +396,7 @@ def test_a_run_preempted_by_kueue_checkpoints_and_resumes_from_its_checkpoint(
     queue = open_queue(real, namespace, local_queue_name="gpu", pool=REAL_POOL, gpus=1)
     low, high = f"{namespace}-low", f"{namespace}-high"
     for name, value in ((low, 100), (high, 1000)):
-        result = real.kubectl("apply", "-f", "-", stdin=json.dumps(priority_class(name, value)))
-        assert result.returncode == 0, result.stderr
+        apply_cluster_scoped(real, priority_class(name, value))
     try:
         first = _finetunejob("first", tiny_run, queueName="gpu", priorityClassName=low)
         first["spec"]["audit"] = {"mode": "off"}

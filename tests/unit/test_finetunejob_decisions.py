@@ -33,7 +33,7 @@ NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 OK = PreflightResult(problems=(), plan=None, pool="p")
 PASSED = AuditReport(verdict="Passed")
 FAILED_PII = AuditReport(verdict="Failed", findings=("pii",))
-ADMITTED = QueueView(name="job-run-train-1-abcde", admitted=True, cluster_queue="gpus")
+ADMITTED = QueueView(name="job-run-train-1-abcde", cluster_queue="gpus")
 
 
 def spec(**overrides: Any) -> FineTuneJobSpec:

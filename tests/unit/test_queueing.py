@@ -62,7 +62,7 @@ def test_an_admitted_workload_names_its_cluster_queue() -> None:
             ],
         )
     )
-    assert view.admitted and view.cluster_queue == "gpus" and view.pending_message == ""
+    assert view.cluster_queue == "gpus" and view.pending_message == ""
     assert "ClusterQueue gpus" in admitted_condition(2, view).message
 
 

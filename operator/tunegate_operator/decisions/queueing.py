@@ -33,7 +33,6 @@ class QueueView:
 
     name: str
     active: bool = True
-    admitted: bool = False
     cluster_queue: str = ""
     # QuotaReserved=False: why Kueue has not admitted it (insufficient quota, no queue).
     pending_message: str = ""
@@ -61,7 +60,6 @@ def workload_view(workload: Mapping[str, Any]) -> QueueView:
     return QueueView(
         name=meta["name"],
         active=spec.get("active", True) is not False,
-        admitted=holds("Admitted") is not None,
         cluster_queue=str((status.get("admission") or {}).get("clusterQueue") or ""),
         pending_message=str(reserved.get("message") or "")
         if reserved.get("status") == "False"

@@ -66,7 +66,7 @@ def _https_ok(url: str, *, ca_file: Path | None, token: str | None = None) -> bo
         return bool(response.status == 200)
 
 
-def _http_ok(url: str) -> bool:
+def http_ok(url: str) -> bool:
     with urllib.request.urlopen(url, timeout=5) as response:
         return bool(response.status == 200)
 
@@ -121,7 +121,7 @@ def start_control_plane(
         ],
         restart=True,
     )
-    wait_until(lambda: _http_ok(f"{etcd_url}/health"), timeout=30, what="etcd /health")
+    wait_until(lambda: http_ok(f"{etcd_url}/health"), timeout=30, what="etcd /health")
 
     api_port = free_port()
     # The API server signs its own serving certificate for the address it binds; a

@@ -12,14 +12,14 @@ import base64
 import json
 import shutil
 import subprocess
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from tunegate_cluster.control_plane import free_port
+from tunegate_cluster.control_plane import free_port, http_ok
+from tunegate_cluster.node_pools import POOL_LABEL
 from tunegate_cluster.processes import ProcessGroup, wait_until
 
 if TYPE_CHECKING:
@@ -114,11 +114,6 @@ def webhook_configurations(
     return configurations
 
 
-def _ready(url: str) -> bool:
-    with urllib.request.urlopen(url, timeout=5) as response:
-        return bool(response.status == 200)
-
-
 def start_kueue(
     group: ProcessGroup,
     *,
@@ -179,7 +174,7 @@ def start_kueue(
         restart=True,
     )  # fmt: skip
     wait_until(
-        lambda: _ready(f"http://{host}:{health_port}/readyz"), timeout=120, what="kueue /readyz"
+        lambda: http_ok(f"http://{host}:{health_port}/readyz"), timeout=120, what="kueue /readyz"
     )
     configurations = webhook_configurations(
         (release / "webhooks.yaml").read_text(),
@@ -258,7 +253,7 @@ def priority_class(name: str, value: int) -> dict[str, Any]:
     }
 
 
-def _apply(cluster: ClusterInfo, manifest: dict[str, Any]) -> None:
+def apply_cluster_scoped(cluster: ClusterInfo, manifest: dict[str, Any]) -> None:
     result = cluster.kubectl("apply", "-f", "-", stdin=json.dumps(manifest))
     assert result.returncode == 0, result.stderr
 
@@ -270,9 +265,13 @@ def open_queue(
     """A flavor for one node pool, a ClusterQueue with `gpus` of it for `namespace`, and
     the namespace's LocalQueue; returns the ClusterQueue's (and flavor's) name."""
     name = f"{namespace}-{pool}"
-    _apply(cluster, resource_flavor(name, {"tunegate.dev/pool": pool}))
-    _apply(cluster, cluster_queue(name, flavor=name, gpus=gpus, namespace=namespace, hold=hold))
-    _apply(cluster, local_queue(local_queue_name, namespace=namespace, cluster_queue_name=name))
+    apply_cluster_scoped(cluster, resource_flavor(name, {POOL_LABEL: pool}))
+    apply_cluster_scoped(
+        cluster, cluster_queue(name, flavor=name, gpus=gpus, namespace=namespace, hold=hold)
+    )
+    apply_cluster_scoped(
+        cluster, local_queue(local_queue_name, namespace=namespace, cluster_queue_name=name)
+    )
     return name
 
 
