@@ -1,8 +1,8 @@
 """kopf handlers: thin. Run with `kopf run -m tunegate_operator.handlers --all-namespaces`.
 
-Every handler funnels into one level-triggered reconcile per FineTuneJob: on any
-watch event of the object or of its Jobs, and on a timer (progress, retries,
-deadlines, TTL). A per-object lock keeps two of them from overlapping.
+Every handler only queues its object (work_queue.py) for one level-triggered reconcile:
+on any watch event of the object or of its Jobs, and on a timer (progress, retries,
+deadlines, TTL). Worker threads reconcile what waits, never one object twice at once.
 """
 
 from __future__ import annotations
@@ -30,29 +30,15 @@ from tunegate_operator.reconcile_evalgate import reconcile_evalgate
 from tunegate_operator.reconcile_finetunejob import reconcile_finetunejob
 from tunegate_operator.s3_io import StorageError
 from tunegate_operator.settings import Settings, load_settings
+from tunegate_operator.work_queue import ObjectKey, Workers, WorkQueue
 
 FTJ = (GROUP, VERSION, "finetunejobs")
 # How often an unfinished object is looked at without an event (S3 has no watch).
 TICK_SECONDS = 5.0
 EVG = (GROUP, VERSION, "evalgates")
+# How long a stopping operator waits for the reconciles under way.
+STOP_SECONDS = 10.0
 log = logging.getLogger("tunegate")
-
-
-class ObjectLocks:
-    """One lock per object, so two reconciles of it never overlap; forgotten when the
-    object is deleted."""
-
-    def __init__(self) -> None:
-        self._locks: dict[str, threading.Lock] = {}
-        self._guard = threading.Lock()
-
-    def __call__(self, uid: str) -> threading.Lock:
-        with self._guard:
-            return self._locks.setdefault(uid, threading.Lock())
-
-    def forget(self, uid: str) -> None:
-        with self._guard:
-            self._locks.pop(uid, None)
 
 
 class ReconcileClock:
@@ -84,7 +70,8 @@ class Runtime:
 
     settings: Settings
     kube: Kube
-    locks: ObjectLocks
+    queue: WorkQueue
+    workers: Workers
     clock: ReconcileClock
 
 
@@ -100,7 +87,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
         prefix=GROUP, key="last-handled-configuration"
     )
     ours = load_settings()
-    memo["tunegate"] = Runtime(ours, Kube(), ObjectLocks(), ReconcileClock())
+    kube, queue, clock = Kube(), WorkQueue(), ReconcileClock()
+    workers = Workers(queue, lambda key: _reconcile(key, kube, ours, clock), ours.workers)
+    memo["tunegate"] = Runtime(ours, kube, queue, workers, clock)
     settings.peering.name = ours.peering_name
     settings.peering.clusterwide = ours.peering_clusterwide
     settings.peering.mandatory = ours.peering_mandatory
@@ -110,11 +99,20 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     # a lower-priority successor pauses until it expires.
     settings.peering.lifetime = ours.peering_lifetime_seconds
     settings.posting.reporting_component = "tunegate-operator"
-    settings.execution.max_workers = ours.workers
+    # Our handlers only queue objects; kopf's threads run this startup handler alone.
+    settings.execution.max_workers = 1
     # Client libraries log requests and bodies at DEBUG; they must never reach our logs.
     for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "kubernetes"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    metrics.QUEUE_DEPTH.set_function(queue.depth)
     metrics.serve(ours.metrics_port)
+    workers.start()
+
+
+@kopf.on.cleanup()
+def stop_workers(memo: kopf.Memo, **_: Any) -> None:
+    # A reconcile cut short is repeated by the next operator: each one is idempotent.
+    _runtime(memo).workers.stop(timeout=STOP_SECONDS)
 
 
 @contextmanager
@@ -161,26 +159,29 @@ def _log_transition(
         )
 
 
-def _run(body: kopf.Body | dict[str, Any], runtime: Runtime) -> None:
-    meta = body["metadata"]
-    uid = meta["uid"]
-    with runtime.locks(uid):
-        runtime.clock.mark(uid)
-        metrics.RECONCILES.labels("FineTuneJob").inc()
-        kube = runtime.kube
-        fresh = kube.read_ftj(meta["namespace"], meta["name"])
-        if fresh is None or fresh["metadata"].get("deletionTimestamp"):
-            metrics.PHASES.forget(uid)
-            return
-        with _reported_failures("FineTuneJob", fresh):
-            outcome = reconcile_finetunejob(
-                fresh, kube=kube, settings=runtime.settings, emit=_emitter(fresh)
-            )
-            metrics.PHASES.set(uid, outcome.decision.phase)
-            _log_transition(
-                "finetunejob", fresh["metadata"], outcome.previous_phase, outcome.decision.phase
-            )
-            _observe_apply_to_pod(fresh, kube)
+def _reconcile(key: ObjectKey, kube: Kube, settings: Settings, clock: ReconcileClock) -> None:
+    clock.mark(key.uid)
+    metrics.RECONCILES.labels(key.kind).inc()
+    if key.kind == "FineTuneJob":
+        _run(key, kube, settings)
+    else:
+        _run_gate(key, kube, settings)
+
+
+def _run(key: ObjectKey, kube: Kube, settings: Settings) -> None:
+    fresh = kube.read_ftj(key.namespace, key.name)
+    if fresh is None or fresh["metadata"].get("deletionTimestamp"):
+        metrics.PHASES.forget(key.uid)
+        return
+    if fresh["metadata"]["uid"] != key.uid:
+        return  # deleted and made again under its name: the new one is queued on its own
+    with _reported_failures("FineTuneJob", fresh):
+        outcome = reconcile_finetunejob(fresh, kube=kube, settings=settings, emit=_emitter(fresh))
+        metrics.PHASES.set(key.uid, outcome.decision.phase)
+        _log_transition(
+            "finetunejob", fresh["metadata"], outcome.previous_phase, outcome.decision.phase
+        )
+        _observe_apply_to_pod(fresh, kube)
 
 
 def _observe_apply_to_pod(body: dict[str, Any], kube: Kube) -> None:
@@ -194,14 +195,45 @@ def _observe_apply_to_pod(body: dict[str, Any], kube: Kube) -> None:
     metrics.observe_first_pod(meta["uid"], (first - created).total_seconds())
 
 
-@kopf.on.event(*FTJ)
-def finetunejob_changed(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    if event.get("type") == "DELETED":
-        metrics.PHASES.forget(body["metadata"]["uid"])
-        _runtime(memo).locks.forget(body["metadata"]["uid"])
-        _runtime(memo).clock.forget(body["metadata"]["uid"])
+def _run_gate(key: ObjectKey, kube: Kube, settings: Settings) -> None:
+    fresh = kube.read_custom("evalgates", key.namespace, key.name)
+    if fresh is None or fresh["metadata"].get("deletionTimestamp"):
         return
-    _run(body, _runtime(memo))
+    if fresh["metadata"]["uid"] != key.uid:
+        return
+    with _reported_failures("EvalGate", fresh):
+        outcome = reconcile_evalgate(fresh, kube=kube, settings=settings, emit=_emitter(fresh))
+        reason = (outcome.decision.status.get("decision") or {}).get("reason", "")
+        _log_transition(
+            "evalgate", fresh["metadata"], outcome.previous_phase, outcome.decision.phase, reason
+        )
+
+
+def _key(kind: str, meta: Mapping[str, Any]) -> ObjectKey:
+    return ObjectKey(kind, meta["namespace"], meta["name"], meta["uid"])
+
+
+def _never_reconciled(body: Mapping[str, Any]) -> bool:
+    return not (body.get("status") or {}).get("phase")
+
+
+def _forget(runtime: Runtime, uid: str) -> None:
+    metrics.PHASES.forget(uid)
+    runtime.clock.forget(uid)
+
+
+# The handlers are coroutines: queueing an object must not wait for a thread.
+
+
+@kopf.on.event(*FTJ)
+async def finetunejob_changed(
+    event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any
+) -> None:
+    runtime = _runtime(memo)
+    if event.get("type") == "DELETED":
+        _forget(runtime, body["metadata"]["uid"])
+        return
+    runtime.queue.add(_key("FineTuneJob", body["metadata"]), new=_never_reconciled(body))
 
 
 def _ftj_needs_ticks(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
@@ -210,61 +242,45 @@ def _ftj_needs_ticks(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
 
 
 @kopf.timer(*FTJ, interval=TICK_SECONDS, sharp=False, when=_ftj_needs_ticks)
-def finetunejob_tick(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def finetunejob_tick(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     runtime = _runtime(memo)
     if not runtime.clock.recent(body["metadata"]["uid"], within=TICK_SECONDS / 2):
-        _run(body, runtime)
+        runtime.queue.add(_key("FineTuneJob", body["metadata"]))
+
+
+def _queue_owners(kind: str, body: kopf.Body, namespace: str | None, runtime: Runtime) -> None:
+    for owner in body["metadata"].get("ownerReferences") or []:
+        if owner.get("kind") == kind and namespace:
+            runtime.queue.add(ObjectKey(kind, namespace, owner["name"], owner["uid"]))
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={FTJ_LABEL: kopf.PRESENT})
-def child_job_changed(body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
-    for owner in body["metadata"].get("ownerReferences") or []:
-        if owner.get("kind") == "FineTuneJob" and namespace:
-            ref = {"metadata": {"uid": owner["uid"], "name": owner["name"], "namespace": namespace}}
-            _run(ref, _runtime(memo))
-
-
-def _run_gate(namespace: str, name: str, uid: str, runtime: Runtime) -> None:
-    with runtime.locks(uid):
-        runtime.clock.mark(uid)
-        metrics.RECONCILES.labels("EvalGate").inc()
-        kube = runtime.kube
-        fresh = kube.read_custom("evalgates", namespace, name)
-        if fresh is None or fresh["metadata"].get("deletionTimestamp"):
-            return
-        with _reported_failures("EvalGate", fresh):
-            outcome = reconcile_evalgate(
-                fresh, kube=kube, settings=runtime.settings, emit=_emitter(fresh)
-            )
-            reason = (outcome.decision.status.get("decision") or {}).get("reason", "")
-            _log_transition(
-                "evalgate",
-                fresh["metadata"],
-                outcome.previous_phase,
-                outcome.decision.phase,
-                reason,
-            )
+async def child_job_changed(
+    body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any
+) -> None:
+    _queue_owners("FineTuneJob", body, namespace, _runtime(memo))
 
 
 @kopf.on.event(*EVG)
-def evalgate_changed(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    meta = body["metadata"]
+async def evalgate_changed(
+    event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any
+) -> None:
+    runtime = _runtime(memo)
     if event.get("type") == "DELETED":
-        _runtime(memo).locks.forget(meta["uid"])
-        _runtime(memo).clock.forget(meta["uid"])
+        _forget(runtime, body["metadata"]["uid"])
         return
-    _run_gate(meta["namespace"], meta["name"], meta["uid"], _runtime(memo))
+    runtime.queue.add(_key("EvalGate", body["metadata"]), new=_never_reconciled(body))
 
 
 @kopf.timer(*EVG, interval=TICK_SECONDS, sharp=False)
-def evalgate_tick(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    meta, runtime = body["metadata"], _runtime(memo)
-    if not runtime.clock.recent(meta["uid"], within=TICK_SECONDS / 2):
-        _run_gate(meta["namespace"], meta["name"], meta["uid"], runtime)
+async def evalgate_tick(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    runtime = _runtime(memo)
+    if not runtime.clock.recent(body["metadata"]["uid"], within=TICK_SECONDS / 2):
+        runtime.queue.add(_key("EvalGate", body["metadata"]))
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={GATE_LABEL: kopf.PRESENT})
-def gate_job_changed(body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
-    for owner in body["metadata"].get("ownerReferences") or []:
-        if owner.get("kind") == "EvalGate" and namespace:
-            _run_gate(namespace, owner["name"], owner["uid"], _runtime(memo))
+async def gate_job_changed(
+    body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any
+) -> None:
+    _queue_owners("EvalGate", body, namespace, _runtime(memo))

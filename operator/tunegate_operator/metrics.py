@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from threading import Lock
 
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import REGISTRY, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -17,6 +17,9 @@ API_REQUESTS = Counter(
     "tunegate_api_requests_total",
     "Requests the reconcilers sent to the Kubernetes API (kopf's watches not included)",
     ["verb"],
+)
+QUEUE_DEPTH = Gauge(
+    "tunegate_work_queue_depth", "Objects waiting for a reconcile (not counting those under way)"
 )
 APPLY_TO_POD = Histogram(
     "tunegate_apply_to_pod_seconds",
