@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
-import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,38 +28,23 @@ from tunegate_operator.reconcile_evalgate import reconcile_evalgate
 from tunegate_operator.reconcile_finetunejob import reconcile_finetunejob
 from tunegate_operator.s3_io import StorageError
 from tunegate_operator.settings import Settings, load_settings
-from tunegate_operator.work_queue import ObjectKey, Workers, WorkQueue
+from tunegate_operator.work_queue import (
+    HandlerContext,
+    ObjectKey,
+    ReconcileClock,
+    Ticker,
+    Workers,
+    WorkQueue,
+)
 
 FTJ = (GROUP, VERSION, "finetunejobs")
-# How often an unfinished object is looked at without an event (S3 has no watch).
+# How long an unfinished object goes without a reconcile (S3 has no watch). Our own
+# ticker, not kopf's timers: those keep a parsed body and a finalizer on every object.
 TICK_SECONDS = 5.0
 EVG = (GROUP, VERSION, "evalgates")
 # How long a stopping operator waits for the reconciles under way.
 STOP_SECONDS = 10.0
 log = logging.getLogger("tunegate")
-
-
-class ReconcileClock:
-    """When each object was last reconciled. A timer tick soon after an event-driven
-    reconcile would read the same state again, so it is skipped: at a thousand objects
-    those ticks crowd out the events of new ones."""
-
-    def __init__(self) -> None:
-        self._at: dict[str, float] = {}
-        self._guard = threading.Lock()
-
-    def mark(self, uid: str) -> None:
-        with self._guard:
-            self._at[uid] = time.monotonic()
-
-    def recent(self, uid: str, *, within: float) -> bool:
-        with self._guard:
-            at = self._at.get(uid)
-        return at is not None and time.monotonic() - at < within
-
-    def forget(self, uid: str) -> None:
-        with self._guard:
-            self._at.pop(uid, None)
 
 
 @dataclass(frozen=True)
@@ -73,10 +56,25 @@ class Runtime:
     queue: WorkQueue
     workers: Workers
     clock: ReconcileClock
+    ticker: Ticker
+    handler_context: HandlerContext
 
 
 def _runtime(memo: kopf.Memo) -> Runtime:
-    return cast(Runtime, memo["tunegate"])
+    runtime = cast(Runtime, memo["tunegate"])
+    runtime.handler_context.remember()
+    return runtime
+
+
+def _new_runtime(settings: Settings) -> Runtime:
+    kube, queue, clock, context = Kube(), WorkQueue(), ReconcileClock(), HandlerContext()
+    ticker = Ticker(queue, clock, TICK_SECONDS)
+
+    def reconcile(key: ObjectKey) -> None:
+        _reconcile(key, kube, settings, clock, ticker)
+
+    workers = Workers(queue, reconcile, settings.workers, context)
+    return Runtime(settings, kube, queue, workers, clock, ticker, context)
 
 
 @kopf.on.startup()
@@ -87,9 +85,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
         prefix=GROUP, key="last-handled-configuration"
     )
     ours = load_settings()
-    kube, queue, clock = Kube(), WorkQueue(), ReconcileClock()
-    workers = Workers(queue, lambda key: _reconcile(key, kube, ours, clock), ours.workers)
-    memo["tunegate"] = Runtime(ours, kube, queue, workers, clock)
+    runtime = _new_runtime(ours)
+    memo["tunegate"] = runtime
     settings.peering.name = ours.peering_name
     settings.peering.clusterwide = ours.peering_clusterwide
     settings.peering.mandatory = ours.peering_mandatory
@@ -104,14 +101,16 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     # Client libraries log requests and bodies at DEBUG; they must never reach our logs.
     for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "kubernetes"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    metrics.QUEUE_DEPTH.set_function(queue.depth)
+    metrics.QUEUE_DEPTH.set_function(runtime.queue.depth)
     metrics.serve(ours.metrics_port)
-    workers.start()
+    runtime.workers.start()
+    runtime.ticker.start()
 
 
 @kopf.on.cleanup()
 def stop_workers(memo: kopf.Memo, **_: Any) -> None:
     # A reconcile cut short is repeated by the next operator: each one is idempotent.
+    _runtime(memo).ticker.stop()
     _runtime(memo).workers.stop(timeout=STOP_SECONDS)
 
 
@@ -159,22 +158,29 @@ def _log_transition(
         )
 
 
-def _reconcile(key: ObjectKey, kube: Kube, settings: Settings, clock: ReconcileClock) -> None:
+def _reconcile(
+    key: ObjectKey, kube: Kube, settings: Settings, clock: ReconcileClock, ticker: Ticker
+) -> None:
     clock.mark(key.uid)
     metrics.RECONCILES.labels(key.kind).inc()
-    if key.kind == "FineTuneJob":
-        _run(key, kube, settings)
-    else:
-        _run_gate(key, kube, settings)
+    ticking = True  # kept on while a reconcile fails, so it is tried again
+    try:
+        if key.kind == "FineTuneJob":
+            ticking = _run(key, kube, settings)
+        else:
+            ticking = _run_gate(key, kube, settings)
+    finally:
+        ticker.track(key, ticking=ticking)
 
 
-def _run(key: ObjectKey, kube: Kube, settings: Settings) -> None:
+def _run(key: ObjectKey, kube: Kube, settings: Settings) -> bool:
+    """Reconcile a FineTuneJob; whether it needs ticks from now on."""
     fresh = kube.read_ftj(key.namespace, key.name)
     if fresh is None or fresh["metadata"].get("deletionTimestamp"):
         metrics.PHASES.forget(key.uid)
-        return
+        return False
     if fresh["metadata"]["uid"] != key.uid:
-        return  # deleted and made again under its name: the new one is queued on its own
+        return False  # deleted and made again under its name: the new one is queued itself
     with _reported_failures("FineTuneJob", fresh):
         outcome = reconcile_finetunejob(fresh, kube=kube, settings=settings, emit=_emitter(fresh))
         metrics.PHASES.set(key.uid, outcome.decision.phase)
@@ -182,6 +188,8 @@ def _run(key: ObjectKey, kube: Kube, settings: Settings) -> None:
             "finetunejob", fresh["metadata"], outcome.previous_phase, outcome.decision.phase
         )
         _observe_apply_to_pod(fresh, kube)
+        return needs_ticks(fresh["spec"], {"phase": outcome.decision.phase})
+    return True
 
 
 def _observe_apply_to_pod(body: dict[str, Any], kube: Kube) -> None:
@@ -195,18 +203,20 @@ def _observe_apply_to_pod(body: dict[str, Any], kube: Kube) -> None:
     metrics.observe_first_pod(meta["uid"], (first - created).total_seconds())
 
 
-def _run_gate(key: ObjectKey, kube: Kube, settings: Settings) -> None:
+def _run_gate(key: ObjectKey, kube: Kube, settings: Settings) -> bool:
+    """Reconcile an EvalGate; whether it needs ticks (always: re-evaluation is scheduled)."""
     fresh = kube.read_custom("evalgates", key.namespace, key.name)
     if fresh is None or fresh["metadata"].get("deletionTimestamp"):
-        return
+        return False
     if fresh["metadata"]["uid"] != key.uid:
-        return
+        return False
     with _reported_failures("EvalGate", fresh):
         outcome = reconcile_evalgate(fresh, kube=kube, settings=settings, emit=_emitter(fresh))
         reason = (outcome.decision.status.get("decision") or {}).get("reason", "")
         _log_transition(
             "evalgate", fresh["metadata"], outcome.previous_phase, outcome.decision.phase, reason
         )
+    return True
 
 
 def _key(kind: str, meta: Mapping[str, Any]) -> ObjectKey:
@@ -217,9 +227,10 @@ def _never_reconciled(body: Mapping[str, Any]) -> bool:
     return not (body.get("status") or {}).get("phase")
 
 
-def _forget(runtime: Runtime, uid: str) -> None:
-    metrics.PHASES.forget(uid)
-    runtime.clock.forget(uid)
+def _forget(runtime: Runtime, key: ObjectKey) -> None:
+    metrics.PHASES.forget(key.uid)
+    runtime.clock.forget(key.uid)
+    runtime.ticker.track(key, ticking=False)
 
 
 # The handlers are coroutines: queueing an object must not wait for a thread.
@@ -229,23 +240,11 @@ def _forget(runtime: Runtime, uid: str) -> None:
 async def finetunejob_changed(
     event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any
 ) -> None:
-    runtime = _runtime(memo)
+    runtime, key = _runtime(memo), _key("FineTuneJob", body["metadata"])
     if event.get("type") == "DELETED":
-        _forget(runtime, body["metadata"]["uid"])
+        _forget(runtime, key)
         return
-    runtime.queue.add(_key("FineTuneJob", body["metadata"]), new=_never_reconciled(body))
-
-
-def _ftj_needs_ticks(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
-    # kopf stops the timer when this turns false and starts it again when it turns true.
-    return needs_ticks(spec, status)
-
-
-@kopf.timer(*FTJ, interval=TICK_SECONDS, sharp=False, when=_ftj_needs_ticks)
-async def finetunejob_tick(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    runtime = _runtime(memo)
-    if not runtime.clock.recent(body["metadata"]["uid"], within=TICK_SECONDS / 2):
-        runtime.queue.add(_key("FineTuneJob", body["metadata"]))
+    runtime.queue.add(key, new=_never_reconciled(body))
 
 
 def _queue_owners(kind: str, body: kopf.Body, namespace: str | None, runtime: Runtime) -> None:
@@ -265,18 +264,11 @@ async def child_job_changed(
 async def evalgate_changed(
     event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any
 ) -> None:
-    runtime = _runtime(memo)
+    runtime, key = _runtime(memo), _key("EvalGate", body["metadata"])
     if event.get("type") == "DELETED":
-        _forget(runtime, body["metadata"]["uid"])
+        _forget(runtime, key)
         return
-    runtime.queue.add(_key("EvalGate", body["metadata"]), new=_never_reconciled(body))
-
-
-@kopf.timer(*EVG, interval=TICK_SECONDS, sharp=False)
-async def evalgate_tick(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    runtime = _runtime(memo)
-    if not runtime.clock.recent(body["metadata"]["uid"], within=TICK_SECONDS / 2):
-        runtime.queue.add(_key("EvalGate", body["metadata"]))
+    runtime.queue.add(key, new=_never_reconciled(body))
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={GATE_LABEL: kopf.PRESENT})

@@ -7,7 +7,14 @@ import contextvars
 import threading
 import time
 
-from tunegate_operator.work_queue import ObjectKey, Workers, WorkQueue
+from tunegate_operator.work_queue import (
+    HandlerContext,
+    ObjectKey,
+    ReconcileClock,
+    Ticker,
+    Workers,
+    WorkQueue,
+)
 
 
 def key(name: str) -> ObjectKey:
@@ -17,7 +24,7 @@ def key(name: str) -> ObjectKey:
 def take_key(queue: WorkQueue) -> ObjectKey:
     taken = queue.take()
     assert taken is not None
-    return taken[0]
+    return taken
 
 
 def test_many_events_of_a_waiting_object_make_one_reconcile() -> None:
@@ -113,25 +120,43 @@ def test_workers_never_overlap_on_one_object_and_survive_a_failing_reconcile() -
     assert len(runs) < 300  # events that came while one waited were collapsed
 
 
-def test_a_reconcile_runs_in_the_context_of_its_latest_event() -> None:
-    # kopf's event posting reads its queue from context variables set for the handler.
+def test_a_reconcile_runs_in_the_context_of_the_latest_handler() -> None:
+    # kopf's event posting reads its queue from context variables set for handlers;
+    # the ticker's thread has none of them.
     var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
-    queue = WorkQueue()
+    queue, handlers = WorkQueue(), HandlerContext()
     seen: list[str] = []
-    done = threading.Event()
 
     def reconcile(_: ObjectKey) -> None:
         seen.append(var.get())
-        done.set()
+        var.set("changed by a reconcile")
 
-    def add_in_context(value: str) -> None:
+    def handler(value: str) -> None:
         var.set(value)
-        queue.add(key("a"))
+        handlers.remember()
 
-    contextvars.copy_context().run(add_in_context, "first")
-    contextvars.copy_context().run(add_in_context, "second")
-    workers = Workers(queue, reconcile, count=1)
+    contextvars.copy_context().run(handler, "first")
+    contextvars.copy_context().run(handler, "second")
+    workers = Workers(queue, reconcile, count=2, context=handlers)
     workers.start()
-    assert done.wait(timeout=5)
+    queue.add(key("a"))
+    queue.add(key("b"))
+    deadline = time.monotonic() + 5
+    while len(seen) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
     workers.stop(timeout=5)
-    assert seen == ["second"]
+    assert seen == ["second", "second"]
+
+
+def test_the_ticker_queues_only_tracked_objects_gone_an_interval_without_a_reconcile() -> None:
+    queue, clock = WorkQueue(), ReconcileClock()
+    ticker = Ticker(queue, clock, interval=0.2)
+    for name in ("fresh", "stale", "never", "finished"):
+        ticker.track(key(name), ticking=True)
+    ticker.track(key("finished"), ticking=False)
+    clock.mark(key("stale").uid)
+    time.sleep(0.25)
+    clock.mark(key("fresh").uid)
+    assert ticker.queue_due() == 2
+    assert sorted(take_key(queue).name for _ in range(2)) == ["never", "stale"]
+    assert queue.depth() == 0
