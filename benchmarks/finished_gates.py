@@ -151,7 +151,9 @@ def run(info: ClusterInfo) -> tuple[float, float]:
     info.kubectl("wait", "--for=condition=Established", "crd/evalgates.tunegate.dev")
     chart.install(info, {"operator.replicas": 0})
     info.kubectl("create", "namespace", NAMESPACE)
-    operator = OperatorProcess(info, Path(tempfile.mkdtemp(prefix="tunegate-bench-")))
+    operator = OperatorProcess(
+        info, Path(tempfile.mkdtemp(prefix="tunegate-bench-")), verbose=False
+    )
     operator.start()
     try:
         assert operator.proc is not None

@@ -149,7 +149,9 @@ def run(info: ClusterInfo, runs: int, gates: int) -> dict[str, Any]:
             manifest["spec"]["resources"]["gpusPerNode"] = 1
     player = Player(info, s3, NAMESPACE, prefix, plan)
 
-    operator = OperatorProcess(info, Path(tempfile.mkdtemp(prefix="tunegate-bench-load-")))
+    operator = OperatorProcess(
+        info, Path(tempfile.mkdtemp(prefix="tunegate-bench-load-")), verbose=False
+    )
     operator.start()
     assert operator.proc is not None
     pid = operator.proc.pid

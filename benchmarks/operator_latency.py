@@ -129,7 +129,7 @@ def run(info: ClusterInfo) -> dict[str, float]:
     baseline = apply_and_time_pods(info, api, "bench-jobs", jobs, "job-name")
 
     log_dir = Path(tempfile.mkdtemp(prefix="tunegate-bench-"))
-    operator = OperatorProcess(info, log_dir)
+    operator = OperatorProcess(info, log_dir, verbose=False)
     operator.start()
     time.sleep(3)
     ftjs = [

@@ -19,8 +19,13 @@ TRAINER_IDENTITY = {"iam.gke.io/gcp-service-account": "trainer@example.iam.gserv
 class OperatorProcess:
     """The operator as a separate process, so tests can kill -9 and restart it."""
 
-    def __init__(self, cluster: ClusterInfo, log_dir: Path, **extra_env: str) -> None:
+    def __init__(
+        self, cluster: ClusterInfo, log_dir: Path, *, verbose: bool = True, **extra_env: str
+    ) -> None:
+        """verbose: kopf's DEBUG log, which tests read when they fail; benchmarks run
+        without it, as the chart does by default (`operator.logLevel: INFO`)."""
         self.cluster = cluster
+        self.verbose = verbose
         self.log_path = log_dir / "operator.log"
         self.metrics_port = free_port()
         self.env = {
@@ -45,8 +50,9 @@ class OperatorProcess:
 
     def start(self) -> None:
         kopf = str(Path(sys.executable).parent / "kopf")
+        args = [kopf, "run", "-m", "tunegate_operator.handlers", "--all-namespaces"]
         self.proc = spawn(
-            [kopf, "run", "-m", "tunegate_operator.handlers", "--all-namespaces", "--verbose"],
+            args + (["--verbose"] if self.verbose else []),
             log_path=self.log_path,
             env=self.env,
         )
