@@ -112,7 +112,7 @@ def _round(store: Any, client: Any, bucket: str, root: str, adapters: list[Path]
 
 
 def main() -> None:
-    from tunegate_operator.s3_io import S3, _client
+    from tunegate_operator.s3_io import S3, forget_clients
     from tunegate_trainer.smollm2 import prepare
 
     model = prepare()
@@ -123,7 +123,7 @@ def main() -> None:
             access = start_object_store(group, bin_dir=ensure_binaries(), state_dir=work)
             os.environ["AWS_ACCESS_KEY_ID"] = access.access_key
             os.environ["AWS_SECRET_ACCESS_KEY"] = access.secret_key
-            _client.cache_clear()
+            forget_clients()
             client, store = s3_client(access), S3(access.endpoint, access.region)
             adapter = random_adapter(model, work / "adapter")
             adapters = [adapter, _variant(adapter, work / "second")]

@@ -24,6 +24,7 @@ from tunegate_operator.api.names import FTJ_LABEL, GATE_LABEL
 from tunegate_operator.decisions.finetunejob import needs_ticks
 from tunegate_operator.decisions.vocabulary import Event
 from tunegate_operator.k8s_io import Kube
+from tunegate_operator.peering_gate import PeeringGate
 from tunegate_operator.reconcile_evalgate import reconcile_evalgate
 from tunegate_operator.reconcile_finetunejob import reconcile_finetunejob
 from tunegate_operator.s3_io import StorageError
@@ -66,9 +67,9 @@ def _runtime(memo: kopf.Memo) -> Runtime:
     return runtime
 
 
-def _new_runtime(settings: Settings) -> Runtime:
+def _new_runtime(settings: Settings, priority: int) -> Runtime:
     kube, queue, clock, context = Kube(), WorkQueue(), ReconcileClock(), HandlerContext()
-    ticker = Ticker(queue, clock, TICK_SECONDS)
+    ticker = Ticker(queue, clock, TICK_SECONDS, PeeringGate(kube, settings, priority).may_act)
 
     def reconcile(key: ObjectKey) -> None:
         _reconcile(key, kube, settings, clock, ticker)
@@ -85,13 +86,14 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
         prefix=GROUP, key="last-handled-configuration"
     )
     ours = load_settings()
-    runtime = _new_runtime(ours)
+    # Equal priorities make every replica pause; a random one lets exactly one act.
+    priority = random.randint(1, 1_000_000)
+    runtime = _new_runtime(ours, priority)
     memo["tunegate"] = runtime
     settings.peering.name = ours.peering_name
     settings.peering.clusterwide = ours.peering_clusterwide
     settings.peering.mandatory = ours.peering_mandatory
-    # Equal priorities make every replica pause; a random one lets exactly one act.
-    settings.peering.priority = random.randint(1, 1_000_000)
+    settings.peering.priority = priority
     # A replica killed without notice stays "alive" in the peering object this long;
     # a lower-priority successor pauses until it expires.
     settings.peering.lifetime = ours.peering_lifetime_seconds

@@ -216,6 +216,24 @@ class Kube:
             raise
         return dict(json.loads(cast(Any, response).data))
 
+    def peering_status(self, name: str, namespace: str | None) -> dict[str, Any] | None:
+        """The status of kopf's peering object (cluster-wide when namespace is None):
+        each replica's priority, lifetime and last keep-alive. None when it is absent."""
+        try:
+            if namespace is None:
+                response = self.custom.get_cluster_custom_object(
+                    "kopf.dev", "v1", "clusterkopfpeerings", name, _preload_content=False
+                )
+            else:
+                response = self.custom.get_namespaced_custom_object(
+                    "kopf.dev", "v1", namespace, "kopfpeerings", name, _preload_content=False
+                )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return dict(json.loads(cast(Any, response).data).get("status") or {})
+
     # --- writes (all idempotent) ---------------------------------------------------
     def create(self, manifest: Mapping[str, Any]) -> bool:
         """Create; an existing object of that name counts as done. True if created."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from functools import lru_cache
+import threading
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import boto3
@@ -44,8 +44,29 @@ def split_uri(uri: str) -> tuple[str, str]:
     return bucket, key
 
 
-@lru_cache(maxsize=16)
+_clients: dict[tuple[str | None, str], S3Client] = {}
+_clients_guard = threading.Lock()
+
+
 def _client(endpoint: str | None, region: str) -> S3Client:
+    """One client per endpoint and region, shared by every thread. Built under a lock:
+    each costs about 17 MiB of parsed service models, and the workers' first reconciles
+    would otherwise each build one at the same moment."""
+    with _clients_guard:
+        client = _clients.get((endpoint, region))
+        if client is None:
+            client = _clients[(endpoint, region)] = _new_client(endpoint, region)
+        return client
+
+
+def forget_clients() -> None:
+    """Drop the shared clients: the next use builds them from the environment again
+    (tests and benchmarks that change credentials)."""
+    with _clients_guard:
+        _clients.clear()
+
+
+def _new_client(endpoint: str | None, region: str) -> S3Client:
     return boto3.client(
         "s3",
         endpoint_url=endpoint,

@@ -166,10 +166,19 @@ class Ticker:
     reconcile: what pods write to S3 raises no watch event, nor does a deadline coming
     due. One thread for all objects; an event-driven reconcile postpones the tick."""
 
-    def __init__(self, queue: WorkQueue, clock: ReconcileClock, interval: float) -> None:
+    def __init__(
+        self,
+        queue: WorkQueue,
+        clock: ReconcileClock,
+        interval: float,
+        may_act: Callable[[str], bool] = lambda namespace: True,
+    ) -> None:
+        """may_act(namespace): False while kopf's peering has paused this replica there,
+        as kopf's own timers would then be stopped."""
         self._queue = queue
         self._clock = clock
         self._interval = interval
+        self._may_act = may_act
         self._tracked: dict[str, ObjectKey] = {}
         self._guard = threading.Lock()
         self._stopped = threading.Event()
@@ -191,6 +200,8 @@ class Ticker:
         due = [
             key for key in self.tracked() if not self._clock.recent(key.uid, within=self._interval)
         ]
+        acting = {namespace: self._may_act(namespace) for namespace in {k.namespace for k in due}}
+        due = [key for key in due if acting[key.namespace]]
         for key in due:
             self._queue.add(key)
         return len(due)

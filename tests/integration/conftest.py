@@ -12,7 +12,7 @@ import pytest
 from tunegate_cluster.kube_helpers import BUCKET, SMALL_MODEL, put_json
 from tunegate_cluster.object_store import S3Access
 from tunegate_operator.planner.shapes import LLAMA_2_7B
-from tunegate_operator.s3_io import S3, _client
+from tunegate_operator.s3_io import S3, forget_clients
 
 
 @pytest.fixture
@@ -32,9 +32,9 @@ def store(s3_access: S3Access) -> Iterator[S3]:
     saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
     os.environ["AWS_ACCESS_KEY_ID"] = s3_access.access_key
     os.environ["AWS_SECRET_ACCESS_KEY"] = s3_access.secret_key
-    _client.cache_clear()
+    forget_clients()
     yield S3(s3_access.endpoint, s3_access.region)
-    _client.cache_clear()
+    forget_clients()
     for key, value in saved.items():
         if value is None:
             os.environ.pop(key, None)

@@ -512,6 +512,44 @@ def test_two_replicas_peer_so_only_one_acts(
         second.stop()
 
 
+def _reconciles(operator: Any) -> float:
+    for line in _metrics(operator).splitlines():
+        if line.startswith('tunegate_reconciles_total{kind="FineTuneJob"}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def _set_peer(cluster: ClusterInfo, identity: str, entry: dict[str, Any] | None) -> None:
+    patch = json.dumps({"status": {identity: entry}})
+    done = cluster.kubectl("patch", "clusterkopfpeering", "tunegate", "--type=merge", "-p", patch)
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_replica_paused_by_peering_stops_ticking_and_resumes_after(
+    operator: Any, crds: ClusterInfo, s3: Any, namespace: str, prefix: str
+) -> None:
+    cluster = crds
+    apply(cluster, namespace, ftj("ticking", prefix))
+    pass_audit(cluster, s3, namespace, "ticking", prefix)
+    wait_phase(cluster, namespace, "ticking", "Training")
+    # A live replica outranking any this operator can draw: kopf pauses it.
+    lastseen = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
+    _set_peer(cluster, "outranking", {"priority": 2_000_000, "lifetime": 60, "lastseen": lastseen})
+    try:
+        wait_until(lambda: "Pausing" in operator.log_tail(400), timeout=30, what="a pause")
+        time.sleep(8)  # reconciles queued before the pause finish
+        paused_at = _reconciles(operator)
+        time.sleep(15)  # three ticks' worth
+        assert _reconciles(operator) == paused_at, "a paused replica kept reconciling"
+    finally:
+        _set_peer(cluster, "outranking", None)
+    wait_until(
+        lambda: _reconciles(operator) > paused_at + 1,
+        timeout=60,
+        what="reconciles again once the outranking replica is gone",
+    )
+
+
 def test_pods_pass_restricted_pod_security_and_a_refusal_is_quoted_in_a_condition(
     operator: Any, crds: ClusterInfo, s3: Any, namespace: str, prefix: str
 ) -> None:

@@ -160,3 +160,20 @@ def test_the_ticker_queues_only_tracked_objects_gone_an_interval_without_a_recon
     assert ticker.queue_due() == 2
     assert sorted(take_key(queue).name for _ in range(2)) == ["never", "stale"]
     assert queue.depth() == 0
+
+
+def test_the_ticker_queues_nothing_where_peering_has_paused_this_replica() -> None:
+    queue, clock = WorkQueue(), ReconcileClock()
+    asked: list[str] = []
+
+    def may_act(namespace: str) -> bool:
+        asked.append(namespace)
+        return namespace == "ours"
+
+    ticker = Ticker(queue, clock, interval=0.2, may_act=may_act)
+    ticker.track(ObjectKey("FineTuneJob", "ours", "a", "uid-a"), ticking=True)
+    ticker.track(ObjectKey("FineTuneJob", "ours", "b", "uid-b"), ticking=True)
+    ticker.track(ObjectKey("EvalGate", "theirs", "c", "uid-c"), ticking=True)
+    assert ticker.queue_due() == 2
+    assert sorted(asked) == ["ours", "theirs"]  # asked once per namespace per sweep
+    assert {take_key(queue).namespace for _ in range(2)} == {"ours"}
