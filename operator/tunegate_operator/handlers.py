@@ -24,6 +24,7 @@ from tunegate_operator.api.names import FTJ_LABEL, GATE_LABEL
 from tunegate_operator.decisions.finetunejob import needs_ticks
 from tunegate_operator.decisions.vocabulary import Event
 from tunegate_operator.k8s_io import Kube
+from tunegate_operator.malloc_arenas import cap_malloc_arenas
 from tunegate_operator.peering_gate import PeeringGate
 from tunegate_operator.reconcile_evalgate import reconcile_evalgate
 from tunegate_operator.reconcile_finetunejob import reconcile_finetunejob
@@ -38,6 +39,8 @@ from tunegate_operator.work_queue import (
     WorkQueue,
 )
 
+# Before kopf starts its threads: arenas are made when threads first allocate.
+cap_malloc_arenas()
 FTJ = (GROUP, VERSION, "finetunejobs")
 # How long an unfinished object goes without a reconcile (S3 has no watch). Our own
 # ticker, not kopf's timers: those keep a parsed body and a finalizer on every object.
