@@ -197,7 +197,7 @@ def publish_report(
         loss_curve=loss_curve if has_loss else None,
     )
     for file, body in images.items():
-        s3.write_bytes(f"{folder}/{file}", body, content_type="image/png")
+        s3.write_bytes(f"{folder}/{file}", body, content_type="image/svg+xml")
     if has_loss:
         s3.copy(loss_curve, f"{folder}/loss.png")
     s3.write_bytes(index_uri, page.encode(), content_type="text/html; charset=utf-8")

@@ -1,4 +1,4 @@
-"""The gate's report: an HTML page with PNG plots, stored next to the results.
+"""The gate's report: an HTML page with SVG plots, stored next to the results.
 
 Pure rendering (rows in, bytes out); the caller uploads. One plot per suite shows
 base and candidate scores and the delta's interval against the margin.
@@ -7,9 +7,10 @@ base and candidate scores and the delta's interval against the margin.
 from __future__ import annotations
 
 import html
-import io
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from .report_plot import suite_plot
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>tunegate gate {name}</title>
@@ -35,41 +36,6 @@ img {{ max-width: 32rem; margin: .5rem 1rem .5rem 0; }}
 """
 
 
-def _plot(row: Mapping[str, Any]) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, (scores, delta) = plt.subplots(1, 2, figsize=(7, 2.6), dpi=100)
-    if row.get("base") is not None:
-        scores.bar(
-            ["base", "candidate"], [row["base"], row["candidate"]], color=["#8c959f", "#0969da"]
-        )
-    else:
-        scores.bar(["candidate"], [row["candidate"]], color=["#0969da"])
-    scores.set_title(f"{row['suite']} ({row['metric']})")
-    low, high = row["interval"]["low"], row["interval"]["high"]
-    delta.errorbar(
-        [row["delta"]],
-        [0],
-        xerr=[[row["delta"] - low], [high - row["delta"]]],
-        fmt="o",
-        color="#0969da",
-        capsize=6,
-    )
-    margin = row["threshold"] if row["role"] in ("target", "drift") else -row["threshold"]
-    delta.axvline(margin, color="#cf222e", linestyle="--", label="margin")
-    delta.set_yticks([])
-    delta.set_title(f"{'KL' if row['role'] == 'drift' else 'delta'}: {row['verdict']}")
-    delta.legend(loc="upper right", fontsize=7)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    plt.close(figure)
-    return buffer.getvalue()
-
-
 def _number(value: float | None) -> str:
     return "" if value is None else f"{value:.4f}"
 
@@ -93,7 +59,7 @@ def render(
     confidence: float,
     loss_curve: str | None,
 ) -> tuple[str, dict[str, bytes]]:
-    images = {f"{row['suite']}.png": _plot(row) for row in rows}
+    images = {f"{row['suite']}.svg": suite_plot(row) for row in rows}
     escape = html.escape
     table = "\n".join(
         f"<tr><td>{escape(r['suite'])}</td><td>{r['role']}</td><td>{r['metric']}</td>"

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import pytest
 import yaml
@@ -67,14 +68,15 @@ def test_passing_gate_promotes_with_verified_copy_history_and_configmap(
     assert st["handoff"]["targets"] == ["v1 ConfigMap/g1-serving"]
     index = st["report"].removeprefix(f"s3://{BUCKET}/")
     page = s3.get_object(Bucket=BUCKET, Key=index)["Body"].read().decode()
-    assert "general" in page and "Pass" in page and 'src="task.png"' in page
-    plot = s3.get_object(Bucket=BUCKET, Key=index.replace("index.html", "task.png"))
-    assert plot["Body"].read().startswith(b"\x89PNG")
+    assert "general" in page and "Pass" in page and 'src="task.svg"' in page
+    plot = s3.get_object(Bucket=BUCKET, Key=index.replace("index.html", "task.svg"))
+    assert plot["ContentType"] == "image/svg+xml"
+    assert ElementTree.fromstring(plot["Body"].read()).tag.endswith("svg")
     fetched = plugin(cluster, "report", "g1", "-n", namespace, "-o", str(tmp_path / "report"))
     assert fetched.returncode == 0, fetched.stderr
     assert "decision: Pass" in fetched.stdout and "general" in fetched.stdout
     assert (tmp_path / "report" / "index.html").read_text() == page
-    assert (tmp_path / "report" / "task.png").read_bytes().startswith(b"\x89PNG")
+    assert ElementTree.parse(tmp_path / "report" / "task.svg").getroot().tag.endswith("svg")
     described = cluster.kubectl("describe", "evalgate", "g1", "-n", namespace).stdout
     assert "Verdict" in described and "general" in described
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import pytest
 import yaml
@@ -204,8 +205,9 @@ def test_report_renders_every_suite_with_a_plot() -> None:
         confidence=0.95,
         loss_curve=None,
     )
-    assert set(images) == {"task.png", "ref.png"}
-    assert all(png.startswith(b"\x89PNG") for png in images.values())
+    assert set(images) == {"task.svg", "ref.svg"}
+    assert all(ElementTree.fromstring(svg).tag.endswith("svg") for svg in images.values())
+    assert 'src="task.svg"' in page and 'src="ref.svg"' in page
     assert "ml/&lt;gate&gt;" in page and "[+0.3000, +0.5000]" in page
     assert "Training loss" not in page
 
