@@ -57,16 +57,15 @@ def _preflight(
     for index, uri in enumerate(spec.audit.contamination_sets):
         wanted[f"spec.audit.contaminationSets[{index}]"] = uri
     missing = {name: uri for name, uri in wanted.items() if not s3.exists(uri)}
+    config_uri: str | None = None
     model_config: dict[str, Any] | None = None
     model_error: str | None = None
     if spec.model.uri.startswith("s3://"):
         config_uri = spec.model.uri.rstrip("/") + "/config.json"
-        model_config = s3.read_json(config_uri)
-        if model_config is None:
-            model_error = (
-                f"spec.model.uri: {config_uri} does not exist; the model must be a "
-                "Hugging Face checkpoint directory"
-            )
+        try:
+            model_config = s3.read_json(config_uri)
+        except DocumentError as exc:
+            model_error = str(exc)
     return preflight(
         spec,
         PreflightInputs(
@@ -78,6 +77,7 @@ def _preflight(
                 else None
             ),
             missing_objects=missing,
+            model_config_uri=config_uri,
             model_config=model_config,
             model_config_error=model_error,
             nodes=kube.nodes(),

@@ -44,6 +44,35 @@ def split_uri(uri: str) -> tuple[str, str]:
     return bucket, key
 
 
+_JSON_KINDS: dict[type, str] = {
+    list: "array",
+    str: "string",
+    int: "number",
+    float: "number",
+    bool: "boolean",
+    type(None): "null",
+}
+
+
+def parse_json_object(uri: str, body: bytes) -> dict[str, Any]:
+    """The object `body` holds; DocumentError naming `uri` (and the line) otherwise."""
+    # Bad bytes are the writer's error, not storage's: retrying cannot mend them.
+    try:
+        document = json.loads(body)
+    except json.JSONDecodeError as exc:
+        raise DocumentError(
+            f"{uri}:{exc.lineno}: not valid JSON ({exc.msg} at column {exc.colno})"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise DocumentError(f"{uri}: not valid UTF-8 (byte {exc.start})") from None
+    except RecursionError:
+        raise DocumentError(f"{uri}: JSON nested too deeply to read") from None
+    if not isinstance(document, dict):
+        kind = _JSON_KINDS.get(type(document), type(document).__name__)
+        raise DocumentError(f"{uri}: holds a JSON {kind}, not an object")
+    return document
+
+
 _clients: dict[tuple[str | None, str], S3Client] = {}
 _clients_guard = threading.Lock()
 
@@ -107,7 +136,8 @@ class S3:
         return bool(listing.get("KeyCount", 0))
 
     def read_json(self, uri: str) -> dict[str, Any] | None:
-        """The parsed object, or None when it does not exist."""
+        """The parsed object, or None when it does not exist; DocumentError (naming the
+        object and line) when it is not a JSON object."""
         return self.read_json_tagged(uri)[0]
 
     def read_document(self, uri: str, model: type[D]) -> D | None:
@@ -137,17 +167,7 @@ class S3:
             raise StorageError(f"S3 refused GET {uri}: {exc}") from None
         except BotoCoreError as exc:
             raise StorageError(f"S3 unreachable for {uri}: {exc}") from None
-        return self._parsed(uri, body), str(response.get("ETag") or "") or None
-
-    @staticmethod
-    def _parsed(uri: str, body: bytes) -> dict[str, Any]:
-        try:
-            document = json.loads(body)
-        except json.JSONDecodeError as exc:
-            raise StorageError(f"{uri} is not valid JSON: {exc}") from None
-        if not isinstance(document, dict):
-            raise StorageError(f"{uri} does not hold a JSON object")
-        return document
+        return parse_json_object(uri, body), str(response.get("ETag") or "") or None
 
     # --- promotion: server-side copies and digests -------------------------------------
     def list_files(self, uri: str) -> list[str]:

@@ -14,6 +14,7 @@ import pytest
 from tunegate_cluster.cluster import ClusterInfo
 from tunegate_cluster.kube_helpers import (
     BUCKET,
+    SMALL_MODEL,
     apply,
     condition,
     end_pods,
@@ -466,6 +467,22 @@ def test_bad_input_is_reported_naming_the_field(
         if e["involvedObject"].get("name") == case and e["type"] == "Warning"
     ]
     assert any(field in e["message"] for e in warnings)
+
+
+def test_a_model_config_that_is_not_json_waits_naming_its_line_until_mended(
+    operator: Any, crds: ClusterInfo, s3: Any, namespace: str, prefix: str
+) -> None:
+    cluster = crds
+    config_key = f"{prefix}/model/config.json"
+    s3.put_object(Bucket=BUCKET, Key=config_key, Body=b'{"hidden_size": 64,\n "vocab_size": }')
+    apply(cluster, namespace, ftj("mangled", prefix))
+    st = wait_phase(cluster, namespace, "mangled", "Pending")
+    cond = condition(st, "Validated")
+    assert cond["reason"] == "ModelConfigInvalid", cond
+    assert f"s3://{BUCKET}/{config_key}:2: not valid JSON" in cond["message"], cond
+    assert items(cluster, namespace, "jobs") == []
+    put_json(s3, config_key, SMALL_MODEL)
+    wait_phase(cluster, namespace, "mangled", "Auditing", timeout=60)
 
 
 def test_waiting_run_proceeds_once_the_secret_exists(

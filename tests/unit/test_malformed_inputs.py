@@ -13,9 +13,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tunegate_contract.base import DocumentError
 from tunegate_contract.eval_config import Suite
 from tunegate_contract.trainer_config import FieldNames
+from tunegate_operator.api.finetunejob import FineTuneJobSpec
+from tunegate_operator.decisions.preflight import PreflightInputs, preflight
 from tunegate_operator.planner.shapes import ConfigError, shape_from_hf_config
+from tunegate_operator.s3_io import parse_json_object
 from tunegate_trainer.data import DataError, examples_from, parse_lines
 from tunegate_trainer.eval_items import FIELDS, checked_items
 
@@ -208,3 +212,71 @@ def test_absurd_sizes_are_refused_by_name() -> None:
     config = dict.fromkeys(CONFIG_KEYS, 64) | {"vocab_size": 10**40}
     with pytest.raises(ConfigError, match=r"'vocab_size' is 10{40}; expected 1 to"):
         shape_from_hf_config(config)
+
+
+CONFIG_URI = "s3://bucket/model/config.json"
+
+
+@settings(max_examples=300)
+@given(
+    body=st.one_of(
+        st.binary(max_size=60),
+        json_values.map(lambda value: json.dumps(value).encode()),
+        raw_lines.map(lambda line: line.encode("utf-8", errors="surrogateescape")),
+    )
+)
+def test_an_s3_document_is_an_object_or_an_error_naming_it(body: bytes) -> None:
+    try:
+        document = parse_json_object(CONFIG_URI, body)
+    except DocumentError as error:
+        assert re.match(r"^s3://bucket/model/config\.json(:\d+)?: \S", str(error)), error
+        return
+    assert isinstance(document, dict)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            b'{"hidden_size": 64,\n "vocab_size": }',
+            ":2: not valid JSON (Expecting value at column 16)",
+        ),
+        (b'{"model_type": "caf\xe9"}', ": not valid UTF-8 (byte 19)"),
+        (b"[" * 100_000 + b"]" * 100_000, ": JSON nested too deeply to read"),
+        (b'["hidden_size", 64]', ": holds a JSON array, not an object"),
+        (b"", ":1: not valid JSON (Expecting value at column 1)"),
+    ],
+)
+def test_s3_document_errors_say_where_and_what(body: bytes, message: str) -> None:
+    with pytest.raises(DocumentError) as error:
+        parse_json_object(CONFIG_URI, body)
+    assert str(error.value) == CONFIG_URI + message
+
+
+def _preflight_model(**inputs: Any) -> list[tuple[str, str, str, bool]]:
+    spec = FineTuneJobSpec.model_validate(
+        {
+            "model": {"uri": "s3://bucket/model"},
+            "dataset": {"train": "s3://bucket/train.jsonl"},
+            "output": {"uri": "s3://bucket/out"},
+        }
+    )
+    result = preflight(spec, PreflightInputs(secret_name=None, secret_keys=None, **inputs))
+    # No nodes here: the placement problem that gives is not this test's concern.
+    return [
+        (p.field, p.reason, p.message, p.waiting)
+        for p in result.problems
+        if p.field == "spec.model.uri"
+    ]
+
+
+def test_a_model_config_that_is_not_json_waits_naming_the_file_and_line() -> None:
+    error = f"{CONFIG_URI}:2: not valid JSON (Expecting value at column 16)"
+    assert _preflight_model(model_config_uri=CONFIG_URI, model_config_error=error) == [
+        ("spec.model.uri", "ModelConfigInvalid", f"spec.model.uri: {error}", True)
+    ]
+    ((field_name, reason, message, waiting),) = _preflight_model(model_config_uri=CONFIG_URI)
+    assert (field_name, reason, waiting) == ("spec.model.uri", "ModelNotFound", True)
+    assert f"{CONFIG_URI} does not exist" in message
+    assert _preflight_model(model_config_uri=CONFIG_URI, model_config={"hidden_size": 64}) == []
+    assert _preflight_model() == []  # an hf:// model is looked up by the pod, not here

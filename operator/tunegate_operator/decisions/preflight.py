@@ -44,8 +44,9 @@ class PreflightInputs:
     secret_keys: frozenset[str] | None  # None: the Secret does not exist
     token_secret_keys: frozenset[str] | None = None  # spec.model.tokenSecret's, likewise
     missing_objects: Mapping[str, str] = field(default_factory=dict)  # spec field -> URI
-    model_config: Mapping[str, Any] | None = None
-    model_config_error: str | None = None
+    model_config_uri: str | None = None  # the model's config.json; None: not on S3
+    model_config: Mapping[str, Any] | None = None  # None: it does not exist
+    model_config_error: str | None = None  # it exists but is not a JSON object
     nodes: Sequence[NodeView] = ()
 
 
@@ -139,15 +140,30 @@ def preflight(spec: FineTuneJobSpec, inputs: PreflightInputs) -> PreflightResult
     ]
     problems += _placement_problems(spec, matching, pool)
     memory_plan: Plan | None = None
-    if inputs.model_config_error:
-        problems.append(
-            Problem("spec.model.uri", "ModelNotFound", inputs.model_config_error, waiting=True)
-        )
+    model_problem = _model_config_problem(inputs)
+    if model_problem:
+        problems.append(model_problem)
     elif inputs.model_config is not None and spec.resources.gpus_per_node and matching:
         memory_plan, problem = _memory_plan(spec, inputs.model_config, matching, pool)
         if problem:
             problems.append(problem)
     return PreflightResult(tuple(problems), memory_plan, pool)
+
+
+def _model_config_problem(inputs: PreflightInputs) -> Problem | None:
+    """Both wait: the checkpoint may still be uploading, or be uploaded again."""
+    if inputs.model_config_uri is None:
+        return None
+    if inputs.model_config_error:
+        message = f"spec.model.uri: {inputs.model_config_error}"
+        return Problem("spec.model.uri", "ModelConfigInvalid", message, waiting=True)
+    if inputs.model_config is None:
+        message = (
+            f"spec.model.uri: {inputs.model_config_uri} does not exist; the model must be "
+            "a Hugging Face checkpoint directory"
+        )
+        return Problem("spec.model.uri", "ModelNotFound", message, waiting=True)
+    return None
 
 
 def _reference_problems(spec: FineTuneJobSpec, inputs: PreflightInputs) -> list[Problem]:
