@@ -29,6 +29,7 @@ from tunegate_cluster.kueue import (
     open_queue,
     priority_class,
 )
+from tunegate_cluster.node_pools import GPU_RESOURCE
 from tunegate_cluster.processes import wait_until
 
 QUEUE = "gpu-batch"
@@ -63,18 +64,22 @@ def training_jobs(cluster: ClusterInfo, namespace: str) -> list[dict[str, Any]]:
     return items(cluster, namespace, "jobs", "tunegate.dev/component=train")
 
 
-def started(cluster: ClusterInfo, namespace: str) -> set[str]:
+def running_runs(jobs: list[dict[str, Any]]) -> set[str]:
     """Runs whose training Job runs now: unsuspended and not finished."""
     return {
         job["metadata"]["labels"]["tunegate.dev/finetunejob"]
-        for job in training_jobs(cluster, namespace)
+        for job in jobs
         if not job["spec"].get("suspend") and not (job.get("status") or {}).get("completionTime")
     }
 
 
+def started(cluster: ClusterInfo, namespace: str) -> set[str]:
+    return running_runs(training_jobs(cluster, namespace))
+
+
 def pod_gpus(pod: dict[str, Any]) -> int:
     return sum(
-        int(c["resources"].get("limits", {}).get("nvidia.com/gpu", 0))
+        int(c["resources"].get("limits", {}).get(GPU_RESOURCE, 0))
         for c in pod["spec"]["containers"]
     )
 
@@ -112,15 +117,16 @@ class QuotaWatch:
 
     def _run(self) -> None:
         while not self._stop.wait(0.5):
-            now = started(self.cluster, self.namespace)
-            if len(now) > len(self.most_started):
-                self.most_started = now
             # Jobs listed before pods: a Job deleted in between still counts (erring
             # high); one created in between counts from the next sample on.
             jobs = training_jobs(self.cluster, self.namespace)
+            now = running_runs(jobs)
+            if len(now) > len(self.most_started):
+                self.most_started = now
             holders = quota_holders(jobs, items(self.cluster, self.namespace, "pods"))
-            if sum(holders.values()) > self.most_gpus:
-                self.most_gpus, self.pods_at_most = sum(holders.values()), holders
+            gpus = sum(holders.values())
+            if gpus > self.most_gpus:
+                self.most_gpus, self.pods_at_most = gpus, holders
 
     def __enter__(self) -> QuotaWatch:
         self._thread.start()
