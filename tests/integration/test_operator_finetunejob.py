@@ -268,8 +268,12 @@ def test_failed_attempts_retry_with_resume_then_stop_at_backoff_limit(
     assert json.loads(env_of(second)["TUNEGATE_TRAINER_CONFIG"])["run"]["attempt"] == 2
     st = status(cluster, namespace, "flaky")
     assert st["attempts"] == 2
-    reasons = {e["reason"] for e in items(cluster, namespace, "events")}
-    assert "AttemptFailed" in reasons
+    # Events are posted after the Job is created, and asynchronously.
+    wait_until(
+        lambda: "AttemptFailed" in {e["reason"] for e in items(cluster, namespace, "events")},
+        timeout=30,
+        what="an AttemptFailed event for attempt 1",
+    )
     end_pods(cluster, namespace, "flaky-train-2", 3, "CUDA error: an illegal memory access")
     st = wait_phase(cluster, namespace, "flaky", "Failed")
     failed = condition(st, "Failed")

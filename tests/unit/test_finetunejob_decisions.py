@@ -372,6 +372,34 @@ def test_retry_message_says_when_and_from_where() -> None:
     assert cond.reason == "Retrying" and "starts in 5s from the latest checkpoint" in cond.message
 
 
+@pytest.mark.parametrize(
+    ("training_reason", "announced_now"), [(None, True), ("Running", True), ("Retrying", False)]
+)
+def test_a_failure_seen_after_its_retry_delay_is_announced_once_as_the_next_attempt_starts(
+    training_reason: str | None, announced_now: bool
+) -> None:
+    conditions = (
+        [] if training_reason is None else [{"type": "Training", "reason": training_reason}]
+    )
+    decision = decide_finetunejob(
+        spec(),
+        observed(
+            audit_report=PASSED,
+            train_jobs={1: failed("run-train-1", message="CUDA error", ago=30)},
+            status={"phase": "Training", "conditions": conditions},
+        ),
+        retry_base=10,
+        retry_cap=300,
+    )
+    assert list(decision.actions) == [CreateTrainingJob(2, None, suspend=False)]
+    failures = [e for e in decision.events if e.reason == "AttemptFailed"]
+    if announced_now:
+        assert len(failures) == 1 and "CUDA error" in failures[0].message
+        assert "attempt 2 starts now" in failures[0].message
+    else:
+        assert failures == []
+
+
 def test_backoff_grows_and_is_capped() -> None:
     assert [retry_delay(n, base=10, cap=60) for n in (1, 2, 3, 4, 5)] == [10, 20, 40, 60, 60]
 

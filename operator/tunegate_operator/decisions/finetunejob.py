@@ -366,20 +366,25 @@ def _after_attempt(
     due = (latest.completion_time or now) + timedelta(
         seconds=retry_delay(failures, base=retry_base, cap=retry_cap)
     )
-    if now < due:
+    # A failure first seen after its retry delay has passed is still announced once,
+    # as the next attempt starts.
+    announced = _condition_reason(observed.status, "Training") == "Retrying"
+    if now >= due:
         message = (
-            f"attempt {attempts} failed: {why}; attempt {attempts + 1} starts in "
-            f"{(due - now).total_seconds():.0f}s from the latest checkpoint"
+            f"attempt {attempts} failed: {why}; attempt {attempts + 1} starts now "
+            "from the latest checkpoint"
         )
-        return FineTuneJobDecision(
-            phase="Training",
-            conditions=(*conditions, Cond("Training", "False", "Retrying", message)),
-            status={**base_status, "attempts": attempts},
-            events=(Event("Warning", "AttemptFailed", message),)
-            if _condition_reason(observed.status, "Training") != "Retrying"
-            else (),
-        )
-    return next_attempt()
+        return next_attempt(*(() if announced else (Event("Warning", "AttemptFailed", message),)))
+    message = (
+        f"attempt {attempts} failed: {why}; attempt {attempts + 1} starts in "
+        f"{(due - now).total_seconds():.0f}s from the latest checkpoint"
+    )
+    return FineTuneJobDecision(
+        phase="Training",
+        conditions=(*conditions, Cond("Training", "False", "Retrying", message)),
+        status={**base_status, "attempts": attempts},
+        events=() if announced else (Event("Warning", "AttemptFailed", message),),
+    )
 
 
 def counted_failures(train_jobs: Mapping[int, JobView]) -> int:
