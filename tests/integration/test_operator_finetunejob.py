@@ -266,9 +266,12 @@ def test_failed_attempts_retry_with_resume_then_stop_at_backoff_limit(
     end_pods(cluster, namespace, "flaky-train-1", 3, "CUDA error: an illegal memory access")
     second = wait_job(cluster, namespace, "flaky-train-2")
     assert json.loads(env_of(second)["TUNEGATE_TRAINER_CONFIG"])["run"]["attempt"] == 2
-    st = status(cluster, namespace, "flaky")
-    assert st["attempts"] == 2
-    # Events are posted after the Job is created, and asynchronously.
+    # The status patch follows the Job's creation; the events follow, asynchronously.
+    wait_until(
+        lambda: status(cluster, namespace, "flaky").get("attempts") == 2,
+        timeout=30,
+        what="status.attempts 2",
+    )
     wait_until(
         lambda: "AttemptFailed" in {e["reason"] for e in items(cluster, namespace, "events")},
         timeout=30,
